@@ -1,0 +1,7 @@
+"""Import of the official PyTorch B-cos weights into bcos_jax models."""
+
+from bcos_jax.convert.torch_state_dict import (
+    StateDictMismatchError, expected_state_dict_shapes, from_torch_state_dict, key_map)
+
+__all__ = ["StateDictMismatchError", "expected_state_dict_shapes", "from_torch_state_dict",
+           "key_map"]

@@ -1,0 +1,124 @@
+"""Official PyTorch state dicts -> bcos_jax models.
+
+A key map says, for one model, which official key fills which NNX variable
+and how the array is laid out (PyTorch is OIHW / (out, in); bcos_jax is
+HWIO / (in, out)). `from_torch_state_dict` checks every key and shape and
+reports all problems in one error.
+"""
+
+from collections.abc import Callable, Mapping
+import dataclasses
+
+import jax
+import numpy as np
+from flax import nnx
+
+from bcos_jax import models
+from bcos_jax.models.cifar import CifarNet9L
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+  """Where an official array goes: a variable path and a layout change."""
+  path: tuple[str | int, ...]
+  layout: str  # "conv" (OIHW -> HWIO), "dense" ((out, in) -> (in, out)) or "same".
+
+
+# Layout -> the axis permutation from the PyTorch array to the bcos_jax one.
+_TO_JAX: dict[str, tuple[int, ...] | None] = {"conv": (2, 3, 1, 0), "dense": (1, 0), "same": None}
+# ... and back, for shapes: HWIO -> OIHW, (in, out) -> (out, in).
+_TO_TORCH: dict[str, tuple[int, ...] | None] = {"conv": (3, 2, 0, 1), "dense": (1, 0),
+                                                  "same": None}
+
+
+def _permute(shape: tuple[int, ...], perm: tuple[int, ...] | None) -> tuple[int, ...]:
+  return shape if perm is None else tuple(shape[i] for i in perm)
+
+
+class StateDictMismatchError(ValueError):
+  """A state dict that does not fit the model: lists every problem at once."""
+
+
+def _cifar9l_keys(model: CifarNet9L) -> dict[str, Target]:
+  return {f"{i}.linear.weight": Target(("layers", i, "kernel"), "conv")
+          for i in range(len(model.layers))}
+
+
+# Model class -> its key map. The zoo's families add theirs here.
+KEY_MAPS: dict[type, Callable[[nnx.Module], dict[str, Target]]] = {
+    CifarNet9L: _cifar9l_keys,
+}
+
+
+def key_map(model: nnx.Module) -> dict[str, Target]:
+  """The official key -> variable map of `model` (works on abstract models)."""
+  for model_class, make in KEY_MAPS.items():
+    if isinstance(model, model_class):
+      return make(model)
+  raise ValueError(f"no PyTorch key map for {type(model).__name__}; "
+                   f"known: {', '.join(c.__name__ for c in KEY_MAPS)}")
+
+
+def _variable(model: nnx.Module, path: tuple[str | int, ...]) -> nnx.Variable:
+  node = model
+  for part in path:
+    node = node[part] if isinstance(part, int) else getattr(node, part)
+  return node
+
+
+def expected_state_dict_shapes(model: nnx.Module) -> dict[str, tuple[int, ...]]:
+  """The official key -> PyTorch shape that `model` expects."""
+  shapes = {}
+  for key, target in key_map(model).items():
+    shape = tuple(_variable(model, target.path).get_value().shape)
+    shapes[key] = _permute(shape, _TO_TORCH[target.layout])
+  return shapes
+
+
+def _problems(expected: Mapping[str, tuple[int, ...]],
+              state_dict: Mapping[str, np.ndarray]) -> list[str]:
+  problems = []
+  missing = sorted(set(expected) - set(state_dict))
+  unexpected = sorted(set(state_dict) - set(expected))
+  if missing:
+    problems.append(f"missing keys: {missing}")
+  if unexpected:
+    problems.append(f"unexpected keys: {unexpected}")
+  for key in sorted(set(expected) & set(state_dict)):
+    shape = tuple(np.shape(state_dict[key]))
+    if shape != expected[key]:
+      problems.append(f"{key}: shape {shape}, the model expects {expected[key]}")
+  return problems
+
+
+def from_torch_state_dict(name: str, state_dict: Mapping[str, np.ndarray],
+                          **overrides) -> nnx.Module:
+  """Builds the registered model `name` with the official weights in `state_dict`.
+
+  Args:
+    name: a registered model name (see `bcos_jax.models.names()`).
+    state_dict: official key -> array (NumPy or anything `np.asarray` takes).
+    **overrides: model options, e.g. `num_classes`.
+
+  Returns:
+    The model, with float32 parameters.
+
+  Raises:
+    StateDictMismatchError: listing every missing, unexpected or mis-shaped key.
+  """
+  abstract = nnx.eval_shape(lambda: models.create(name, rngs=nnx.Rngs(0), **overrides))
+  expected = expected_state_dict_shapes(abstract)
+  problems = _problems(expected, state_dict)
+  if problems:
+    raise StateDictMismatchError(
+        f"the state dict does not fit model {name!r} ({len(problems)} problem(s)):\n  "
+        + "\n  ".join(problems)
+        + "\nCheck that the checkpoint is of this architecture and that num_classes matches.")
+  model = models.create(name, rngs=nnx.Rngs(0), **overrides)
+  for key, target in key_map(model).items():
+    variable = _variable(model, target.path)
+    value = np.asarray(state_dict[key], dtype=np.float32)
+    if _TO_JAX[target.layout] is not None:
+      value = np.transpose(value, _TO_JAX[target.layout])
+    variable[...] = jax.numpy.asarray(value)
+  return model

@@ -1,0 +1,7 @@
+"""Explanations of B-cos models: W(x) via one jax.vjp, and their visualisation."""
+
+from bcos_jax.explain.explanation import Explanation, explain, explain_unit, module_paths
+from bcos_jax.explain.visualise import plot_contribution_map, to_rgba
+
+__all__ = ["Explanation", "explain", "explain_unit", "module_paths", "plot_contribution_map",
+           "to_rgba"]

@@ -1,0 +1,182 @@
+"""Exact explanations: the dynamic linear map W(x) of a B-cos network.
+
+A B-cos network computes y = W(x)·x. With its dynamic factors detached
+(explanation mode: every layer called with `explain=True`), the network is
+linear for the gradient, so one vector-Jacobian product with a one-hot
+cotangent gives row t of W(x), and x·W_t(x) sums to the logit minus any
+constant term (the logit bias).
+
+A model is any NNX module called as `model(x6, explain=...)` that returns
+logits; explanations always use the model's evaluation statistics.
+"""
+
+from collections.abc import Sequence
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx, struct
+
+from bcos_jax.nn.encoding import check_encoded
+
+
+@struct.dataclass
+class Explanation:
+  """The explanation of one or several outputs per image.
+
+  With T explained outputs per image (T = 1 is stored without the T axis):
+    logits: (N, C) the model's outputs (for a unit: (N,) its activation).
+    targets: (N,) or (N, T) the explained outputs.
+    weights: (N, H, W, 6) or (N, T, H, W, 6), W_t(x), the dynamic linear map.
+    contributions: (N, H, W) or (N, T, H, W), sum over channels of x6 · W_t(x).
+  """
+  logits: jax.Array
+  targets: jax.Array
+  weights: jax.Array
+  contributions: jax.Array
+
+
+def _eval_view(model: nnx.Module) -> nnx.Module:
+  # Explanations must not depend on the batch: norm layers use running stats.
+  return nnx.view(model, use_running_average=True, raise_if_not_found=False)
+
+
+def _package(outputs, targets, weights, x6, squeeze: bool) -> Explanation:
+  """Builds an Explanation from weights (T, N, H, W, 6)."""
+  weights = jnp.moveaxis(weights, 0, 1)  # (N, T, H, W, 6)
+  contributions = jnp.sum(x6[:, None] * weights, axis=-1)
+  if squeeze:
+    weights, contributions, targets = weights[:, 0], contributions[:, 0], targets[:, 0]
+  return Explanation(outputs, targets, weights, contributions)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _explain_jit(graphdef: nnx.GraphDef, state: nnx.State, x6: jax.Array,
+                 targets: jax.Array | None) -> Explanation:
+  model = nnx.merge(graphdef, state)
+  # One linearisation; the top class is read off its forward pass.
+  logits, vjp = jax.vjp(lambda x: model(x, explain=True), x6)
+  if targets is None:
+    targets = jnp.argmax(logits, axis=-1)
+  squeeze = targets.ndim == 1
+  targets = targets[:, None] if squeeze else targets
+  # One cotangent per explained class: (T, N, C); vmap runs the T transposes
+  # as one batched backward pass.
+  cotangents = jnp.moveaxis(jax.nn.one_hot(targets, logits.shape[-1], dtype=logits.dtype), 1, 0)
+  (weights,) = jax.vmap(vjp)(cotangents)
+  return _package(logits, targets, weights, x6, squeeze)
+
+
+def explain(model: nnx.Module, x6: jax.Array, targets: jax.Array | None = None) -> Explanation:
+  """Explains logits of a batch of encoded images with one `jax.vjp`.
+
+  Args:
+    model: a B-cos model (called as `model(x6, explain=True)`).
+    x6: (N, H, W, 6) images encoded with `bcos_jax.nn.add_inverse`.
+    targets: the logits to explain: None (each image's top class), (N,) one
+      class per image, or (N, T) T classes per image (e.g. the top T:
+      `jax.lax.top_k(logits, T)[1]`).
+
+  Returns:
+    An `Explanation`; `weights[i]` is W_t(x_i), and `contributions[i]` sums
+    to logits[i, t] minus the model's logit bias.
+
+  Raises:
+    ValueError: if x6 is not an encoded NHWC batch, or targets do not fit it.
+  """
+  check_encoded(x6, type(model).__name__)
+  if targets is not None:
+    targets = jnp.asarray(targets)
+    if targets.ndim not in (1, 2) or targets.shape[0] != x6.shape[0]:
+      raise ValueError(f"targets must have shape (N,) or (N, T) with N = {x6.shape[0]} "
+                       f"images, got {targets.shape}")
+    if not jnp.issubdtype(targets.dtype, jnp.integer):
+      raise ValueError(f"targets must be integer class indices, got dtype {targets.dtype}")
+  graphdef, state = nnx.split(_eval_view(model))
+  return _explain_jit(graphdef, state, x6, targets)
+
+
+def module_paths(model: nnx.Module) -> list[str]:
+  """The dotted paths of a model's submodules, e.g. 'layers.3', for `explain_unit`."""
+  return [".".join(map(str, path)) for path, _ in nnx.iter_modules(model) if path]
+
+
+def _parse_path(path: str | Sequence[str | int]) -> tuple[str | int, ...]:
+  parts = path.split(".") if isinstance(path, str) else path
+  return tuple(int(p) if isinstance(p, str) and p.isdigit() else p for p in parts)
+
+
+class _Tap(nnx.Module):
+  """Calls a submodule and records its output (used inside a trace only)."""
+
+  def __init__(self, inner: nnx.Module, sink: list):
+    self.inner = inner
+    self.sink = sink
+
+  def __call__(self, *args, **kwargs):
+    out = self.inner(*args, **kwargs)
+    self.sink.append(out)
+    return out
+
+
+def _tap(model: nnx.Module, path: tuple[str | int, ...], sink: list) -> None:
+  parent = model
+  for part in path[:-1]:
+    parent = parent[part] if isinstance(part, int) else getattr(parent, part)
+  last = path[-1]
+  if isinstance(last, int):
+    parent[last] = _Tap(parent[last], sink)
+  else:
+    setattr(parent, last, _Tap(getattr(parent, last), sink))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5))
+def _explain_unit_jit(graphdef, state, x6, path, channel, position) -> Explanation:
+  model = nnx.merge(graphdef, state)
+  sink: list[jax.Array] = []
+  _tap(model, path, sink)
+
+  def unit(x):
+    sink.clear()
+    model(x, explain=True)
+    if len(sink) != 1:
+      raise ValueError(f"module {'.'.join(map(str, path))} was called {len(sink)} times in "
+                       "one forward pass; explain_unit needs a module called exactly once")
+    out = sink[0]
+    if position is not None:
+      out = out[(slice(None), *position)]
+    else:  # the sum of the channel over all positions
+      out = jnp.sum(out.reshape(out.shape[0], -1, out.shape[-1]), axis=1)
+    return out[:, channel]
+
+  activations, vjp = jax.vjp(unit, x6)
+  (weights,) = jax.vmap(vjp)(jnp.ones((1, *activations.shape), activations.dtype))
+  targets = jnp.full((x6.shape[0], 1), channel)
+  return _package(activations, targets, weights, x6, squeeze=True)
+
+
+def explain_unit(model: nnx.Module, x6: jax.Array, layer: str | Sequence[str | int],
+                 channel: int, position: Sequence[int] | None = None) -> Explanation:
+  """Explains an intermediate unit: its dynamic linear map W_{1→l}(x) (Fig. 1).
+
+  Args:
+    model: a B-cos model.
+    x6: (N, H, W, 6) encoded images.
+    layer: the submodule whose output holds the unit, as a dotted path from
+      `module_paths(model)` (e.g. 'layers.4') or a tuple of parts.
+    channel: the output channel (last axis).
+    position: the unit's position in the layer's output without batch and
+      channel axes, e.g. (row, col) for a feature map; None explains the sum
+      of the channel over all positions.
+
+  Returns:
+    An `Explanation` whose `logits` are the unit's activations (N,), with
+    `weights` (N, H, W, 6) and `contributions` (N, H, W) summing to them.
+  """
+  check_encoded(x6, type(model).__name__)
+  path = _parse_path(layer)
+  if ".".join(map(str, path)) not in module_paths(model):
+    raise ValueError(f"no submodule {layer!r}; valid layers: {', '.join(module_paths(model))}")
+  position = None if position is None else tuple(int(p) for p in position)
+  graphdef, state = nnx.split(_eval_view(model))
+  return _explain_unit_jit(graphdef, state, x6, path, int(channel), position)

@@ -1,0 +1,95 @@
+"""Colour explanations and contribution maps (Sec. 4, "Visualisation details").
+
+Because the input is [r, g, b, 1-r, 1-g, 1-b], the weights W(x) at a pixel
+decode to a colour: the positive parts of (w_rgb, w_inv) give
+rgb = w_rgb / (w_rgb + w_inv). Opacity is the weight norm, kept only where
+the contribution x·W(x) is positive, smoothed and scaled by a percentile.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_TINY = 1e-12  # the official guard against division by zero
+
+
+def _box_smooth(alpha: jax.Array, size: int) -> jax.Array:
+  """Mean over size×size windows, stride 1, zero padding counted (avg_pool2d)."""
+  pad = (size - 1) // 2
+  summed = jax.lax.reduce_window(alpha, 0.0, jax.lax.add, (size, size), (1, 1),
+                                 ((pad, pad), (pad, pad)))
+  return summed / (size * size)
+
+
+def _to_rgba_single(x6: jax.Array, weights: jax.Array, smooth: int,
+                    alpha_percentile: float) -> jax.Array:
+  contributions = jnp.sum(x6 * weights, axis=-1)
+  direction = weights / (jnp.max(jnp.abs(weights), axis=-1, keepdims=True) + _TINY)
+  direction = jnp.clip(direction, 0, None)
+  rgb = direction[..., :3] / (direction[..., :3] + direction[..., 3:] + _TINY)
+  alpha = jnp.linalg.norm(weights, axis=-1)
+  alpha = jnp.where(contributions < 0, _TINY, alpha)  # show positive contributions only
+  if smooth:
+    alpha = _box_smooth(alpha, smooth)
+  alpha = jnp.clip(alpha / jnp.percentile(alpha, alpha_percentile), 0, 1)
+  return jnp.concatenate([rgb, alpha[..., None]], axis=-1)
+
+
+def to_rgba(x6: jax.Array, weights: jax.Array, smooth: int = 15,
+            alpha_percentile: float = 99.5) -> jax.Array:
+  """The official colour visualisation of dynamic weights.
+
+  Args:
+    x6: (H, W, 6) or (N, H, W, 6) encoded image(s).
+    weights: W(x), the same shape as x6.
+    smooth: box-filter size for the opacity (odd; 0 or 1 for none).
+    alpha_percentile: the opacity percentile that maps to 1.
+
+  Returns:
+    (H, W, 4) or (N, H, W, 4) RGBA values in [0, 1].
+
+  Raises:
+    ValueError: for mismatched shapes or an even smoothing size.
+  """
+  x6, weights = jnp.asarray(x6), jnp.asarray(weights)
+  if x6.shape != weights.shape or x6.shape[-1] != 6 or x6.ndim not in (3, 4):
+    raise ValueError(f"to_rgba expects x6 and weights of equal shape (H, W, 6) or "
+                     f"(N, H, W, 6), got {x6.shape} and {weights.shape}")
+  if smooth and smooth % 2 == 0:
+    raise ValueError(f"smooth must be odd (or 0 for none), got {smooth}: an even window "
+                     "would shift the opacity by half a pixel")
+  if not 0 < alpha_percentile <= 100:
+    raise ValueError(f"alpha_percentile must be in (0, 100], got {alpha_percentile}")
+  fn = lambda x, w: _to_rgba_single(x, w, smooth, alpha_percentile)  # noqa: E731
+  return jax.vmap(fn)(x6, weights) if x6.ndim == 4 else fn(x6, weights)
+
+
+def plot_contribution_map(contributions, ax=None, percentile: float = 99.5,
+                          colorbar: bool = False):
+  """Draws x·W(x) summed over channels: red positive, blue negative.
+
+  The colour range is symmetric, ±(the `percentile` of |contributions|), so
+  zero is white and a few extreme pixels do not wash the map out.
+
+  Args:
+    contributions: (H, W) contribution map.
+    ax: a matplotlib Axes; a new figure when None.
+    percentile: of |contributions| that maps to full colour.
+    colorbar: draw a colour bar.
+
+  Returns:
+    The matplotlib Axes.
+  """
+  import matplotlib.pyplot as plt  # Imported here: plotting is optional at run time.
+
+  contributions = np.asarray(contributions)
+  if contributions.ndim != 2:
+    raise ValueError(f"expects one (H, W) contribution map, got shape {contributions.shape}")
+  if ax is None:
+    _, ax = plt.subplots()
+  limit = float(np.percentile(np.abs(contributions), percentile)) or 1e-12
+  image = ax.imshow(contributions, cmap="bwr", vmin=-limit, vmax=limit)
+  ax.set_axis_off()
+  if colorbar:
+    ax.figure.colorbar(image, ax=ax)
+  return ax

@@ -1,0 +1,183 @@
+"""The B-cos convolution (Eq. (9) and Alg. 1 of the CVPR 2022 paper).
+
+out = |cos(x, ŵ)|^(B-1) · (ŵ·x) / scale, for each output unit ŵ (unit norm),
+where cos is taken between ŵ and the input patch the unit sees. MaxOut over
+`max_out` consecutive linear units picks the output, as in the official code.
+"""
+
+from collections.abc import Sequence
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+# Added inside the square root of the patch norm (the official value): keeps
+# the norm of an all-zero patch from producing NaN gradients.
+PATCH_NORM_EPS = 1e-6
+# Added to |cos| when B != 2 (the official value): keeps |cos|^(B-1) from
+# having an infinite derivative at cos = 0 for B < 2.
+ABS_COS_EPS = 1e-6
+
+Padding = str | int | Sequence[int] | Sequence[tuple[int, int]]
+
+
+def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
+  if isinstance(value, int):
+    return (value, value)
+  value = tuple(value)
+  if len(value) != 2 or not all(isinstance(v, int) for v in value):
+    raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+  return value
+
+
+def explicit_padding(padding: Padding, spatial_shape: Sequence[int], kernel_size: Sequence[int],
+                     strides: Sequence[int], dilation: Sequence[int]) -> tuple[tuple[int, int], ...]:
+  """Turns 'SAME' / 'VALID' / int / pair / pairs into ((lo, hi), (lo, hi)).
+
+  The convolution and the patch norm must see exactly the same zero padding,
+  so both use the explicit pairs this returns.
+  """
+  if isinstance(padding, str):
+    dilated = [(k - 1) * d + 1 for k, d in zip(kernel_size, dilation)]
+    return tuple(jax.lax.padtype_to_pads(spatial_shape, dilated, strides, padding.upper()))
+  if isinstance(padding, int):
+    return ((padding, padding), (padding, padding))
+  padding = tuple(padding)
+  if len(padding) == 2 and all(isinstance(p, int) for p in padding):
+    return tuple((p, p) for p in padding)
+  if len(padding) == 2 and all(len(p) == 2 for p in padding):
+    return tuple((int(lo), int(hi)) for lo, hi in padding)
+  raise ValueError(f"padding must be 'SAME', 'VALID', an int, a pair or two pairs, got {padding!r}")
+
+
+def v1_default_scale(kernel_size: Sequence[int], in_features: int,
+                     scale_factor: float = 100.0) -> float:
+  """The v1 per-layer output scale k·sqrt(in)/scale_factor (official default)."""
+  return math.sqrt(math.prod(kernel_size)) * math.sqrt(in_features) / scale_factor
+
+
+def max_out(linear_out: jax.Array, units: int) -> jax.Array:
+  """MaxOut over groups of `units` consecutive channels on the last axis."""
+  if units == 1:
+    return linear_out
+  *batch, channels = linear_out.shape
+  return linear_out.reshape(*batch, channels // units, units).max(axis=-1)
+
+
+def dynamic_scale(linear_out: jax.Array, norm: jax.Array, b: float) -> jax.Array:
+  """|cos|^(B-1), with cos = (ŵ·x)/||x|| (ŵ has unit norm)."""
+  if b == 2:
+    return jnp.abs(linear_out) / norm
+  abs_cos = jnp.abs(linear_out / norm) + ABS_COS_EPS
+  return abs_cos ** (b - 1)
+
+
+def unit_norm(kernel: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+  """Divides each output unit's weights by their L2 norm (no epsilon, as official)."""
+  return kernel / jnp.sqrt(jnp.sum(kernel**2, axis=axes, keepdims=True))
+
+
+class BcosConv(nnx.Module):
+  """B-cos 2-D convolution on NHWC inputs; no bias, by design.
+
+  Args:
+    in_features: input channels.
+    out_features: output channels (after MaxOut).
+    kernel_size: int or (kh, kw).
+    strides: int or pair.
+    padding: 'SAME', 'VALID', an int, a pair or two (lo, hi) pairs.
+    dilation: int or pair (kernel dilation).
+    feature_group_count: feature groups (`in_features` for depthwise).
+    b: the alignment pressure B >= 1; B = 1 is the plain normalised linear map.
+    max_out: linear units per output channel, reduced by MaxOut.
+    scale: a fixed divisor of every output (v1). `None` means the v1 default
+      `sqrt(kh·kw)·sqrt(in_features)/scale_factor`; v2 models use 1.
+    scale_factor: used only when `scale` is None.
+    rngs: for the weight initialisation.
+  """
+
+  def __init__(self, in_features: int, out_features: int, kernel_size: int | Sequence[int] = 1,
+               *, strides: int | Sequence[int] = 1, padding: Padding = 0,
+               dilation: int | Sequence[int] = 1, feature_group_count: int = 1,
+               b: float = 2.0, max_out: int = 1, scale: float | None = 1.0,
+               scale_factor: float = 100.0, rngs: nnx.Rngs):
+    if b < 1:
+      raise ValueError(f"B must be >= 1, got b={b}")
+    if max_out < 1:
+      raise ValueError(f"max_out must be >= 1, got {max_out}")
+    if in_features % feature_group_count or (out_features * max_out) % feature_group_count:
+      raise ValueError(
+          f"feature_group_count={feature_group_count} must divide in_features={in_features} "
+          f"and out_features*max_out={out_features * max_out}")
+    if feature_group_count > 1 and out_features % feature_group_count:
+      raise ValueError(
+          f"with feature groups, out_features={out_features} must be a multiple of "
+          f"feature_group_count={feature_group_count} so each output has one patch norm")
+    self.in_features = in_features
+    self.out_features = out_features
+    self.kernel_size = _pair(kernel_size, "kernel_size")
+    self.strides = _pair(strides, "strides")
+    self.dilation = _pair(dilation, "dilation")
+    self.padding = padding
+    self.feature_group_count = feature_group_count
+    self.b = float(b)
+    self.max_out = max_out
+    self.scale = (v1_default_scale(self.kernel_size, in_features, scale_factor)
+                  if scale is None else float(scale))
+    kernel_shape = (*self.kernel_size, in_features // feature_group_count, out_features * max_out)
+    # Fan-in scaled normal; the scale is irrelevant to the output (ŵ is
+    # normalised) but keeps Adam's relative step sizes as in PyTorch.
+    init = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+    self.kernel = nnx.Param(init(rngs.params(), kernel_shape, jnp.float32))
+
+  def _pads(self, x: jax.Array) -> tuple[tuple[int, int], ...]:
+    return explicit_padding(self.padding, x.shape[1:3], self.kernel_size, self.strides,
+                            self.dilation)
+
+  def linear(self, x: jax.Array) -> jax.Array:
+    """ŵ·x for every linear unit (before MaxOut): (N, H', W', out·max_out)."""
+    kernel = unit_norm(self.kernel[...], axes=(0, 1, 2))
+    return jax.lax.conv_general_dilated(
+        x, kernel.astype(x.dtype), window_strides=self.strides, padding=self._pads(x),
+        rhs_dilation=self.dilation, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=self.feature_group_count)
+
+  def patch_norm(self, x: jax.Array) -> jax.Array:
+    """||x|| of the patch each output sees: (N, H', W', out) or broadcastable.
+
+    The sum runs over the window with the convolution's padding, stride and
+    dilation (zero padding adds nothing, as in the convolution), and over the
+    input channels of the output's feature group.
+    """
+    n, h, w, c = x.shape
+    groups = self.feature_group_count
+    squares = jnp.sum((x * x).reshape(n, h, w, groups, c // groups), axis=-1)
+    pads = self._pads(x)
+    sums = jax.lax.reduce_window(
+        squares, 0.0, jax.lax.add, window_dimensions=(1, *self.kernel_size, 1),
+        window_strides=(1, *self.strides, 1), padding=((0, 0), *pads, (0, 0)),
+        window_dilation=(1, *self.dilation, 1))
+    norms = jnp.sqrt(sums + PATCH_NORM_EPS)
+    if groups > 1:
+      # Output channel o belongs to group o // (out / groups).
+      norms = jnp.repeat(norms, self.out_features // groups, axis=-1)
+    return norms
+
+  def __call__(self, x: jax.Array, *, explain: bool = False) -> jax.Array:
+    """Applies the layer.
+
+    Args:
+      x: (N, H, W, in_features).
+      explain: explanation mode: |cos|^(B-1) is treated as a constant, so the
+        layer is exactly linear for the gradient and grad = W(x).
+    """
+    if x.ndim != 4 or x.shape[-1] != self.in_features:
+      raise ValueError(f"BcosConv expects (N, H, W, {self.in_features}) inputs, got {x.shape}")
+    out = max_out(self.linear(x), self.max_out)
+    if self.b != 1:
+      scale = dynamic_scale(out, self.patch_norm(x), self.b)
+      if explain:
+        scale = jax.lax.stop_gradient(scale)
+      out = scale * out
+    return out / self.scale if self.scale != 1 else out
