@@ -1,7 +1,12 @@
 """Import of the official PyTorch B-cos weights into bcos_jax models."""
 
 from bcos_jax.convert.torch_state_dict import (
-    StateDictMismatchError, expected_state_dict_shapes, from_torch_state_dict, key_map)
+    StateDictMismatchError,
+    expected_state_dict_shapes,
+    from_torch_state_dict,
+    key_map,
+    unmapped_variables,
+)
 
 __all__ = ["StateDictMismatchError", "expected_state_dict_shapes", "from_torch_state_dict",
-           "key_map"]
+           "key_map", "unmapped_variables"]

@@ -6,10 +6,10 @@ HWIO / (in, out)). `from_torch_state_dict` checks every key and shape and
 reports all problems in one error.
 """
 
-from collections.abc import Callable, Mapping
 import dataclasses
+from collections.abc import Callable, Mapping
 
-import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -75,6 +75,13 @@ def expected_state_dict_shapes(model: nnx.Module) -> dict[str, tuple[int, ...]]:
   return shapes
 
 
+def unmapped_variables(model: nnx.Module) -> list[tuple[str | int, ...]]:
+  """Variables of `model` that no official key fills (should be none)."""
+  mapped = {target.path for target in key_map(model).values()}
+  return sorted((path for path, _ in nnx.to_flat_state(nnx.state(model)) if path not in mapped),
+                key=str)
+
+
 def _problems(expected: Mapping[str, tuple[int, ...]],
               state_dict: Mapping[str, np.ndarray]) -> list[str]:
   problems = []
@@ -114,11 +121,14 @@ def from_torch_state_dict(name: str, state_dict: Mapping[str, np.ndarray],
         f"the state dict does not fit model {name!r} ({len(problems)} problem(s)):\n  "
         + "\n  ".join(problems)
         + "\nCheck that the checkpoint is of this architecture and that num_classes matches.")
-  model = models.create(name, rngs=nnx.Rngs(0), **overrides)
-  for key, target in key_map(model).items():
-    variable = _variable(model, target.path)
+  unmapped = unmapped_variables(abstract)
+  if unmapped:  # a bug in the key map, not in the user's file
+    raise RuntimeError(f"the key map of {name!r} leaves variables unset: {unmapped}")
+  # Fill the abstract model: every variable comes from the state dict, so no
+  # random initialisation runs (that matters for 100M-parameter models).
+  for key, target in key_map(abstract).items():
     value = np.asarray(state_dict[key], dtype=np.float32)
     if _TO_JAX[target.layout] is not None:
       value = np.transpose(value, _TO_JAX[target.layout])
-    variable[...] = jax.numpy.asarray(value)
-  return model
+    _variable(abstract, target.path).set_value(jnp.asarray(value))
+  return abstract

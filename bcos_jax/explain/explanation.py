@@ -10,8 +10,8 @@ A model is any NNX module called as `model(x6, explain=...)` that returns
 logits; explanations always use the model's evaluation statistics.
 """
 
-from collections.abc import Sequence
 import functools
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp

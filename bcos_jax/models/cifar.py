@@ -5,8 +5,8 @@ pooling and a logit layer; no norm layers, no ReLU: MaxOut and B > 1 are the
 only non-linearities.
 """
 
-from collections.abc import Sequence
 import math
+from collections.abc import Sequence
 
 import jax
 from flax import nnx
@@ -54,7 +54,7 @@ class CifarNet9L(nnx.Module):
     self.layers = nnx.List([
         BcosConv(c_in, c_out, k, strides=s, padding=k // 2, b=b, max_out=max_out, scale=scale,
                  rngs=rngs)
-        for c_in, c_out, k, s in zip(widths[:-1], widths[1:], kernels, strides)
+        for c_in, c_out, k, s in zip(widths[:-1], widths[1:], kernels, strides, strict=True)
     ])
     self.logit_layer = LogitLayer(logit_temperature, logit_bias)
 

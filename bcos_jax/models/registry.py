@@ -6,9 +6,9 @@ named model, constants included (layer scales, logit temperature and bias).
 checkpoint that stores the config) always says exactly what it is.
 """
 
-from collections.abc import Callable, Mapping
 import dataclasses
 import inspect
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flax import nnx
@@ -51,9 +51,14 @@ def _check_name(name: str) -> _Entry:
   return _REGISTRY[name]
 
 
+def _options(entry: _Entry) -> dict[str, inspect.Parameter]:
+  """The builder's keyword options (NNX modules hide __init__'s signature)."""
+  params = inspect.signature(entry.model_class.__init__).parameters
+  return {k: p for k, p in params.items() if k not in ("self", "rngs")}
+
+
 def _check_overrides(name: str, entry: _Entry, overrides: Mapping[str, Any]) -> None:
-  params = inspect.signature(entry.model_class).parameters
-  valid = sorted(p for p in params if p != "rngs")
+  valid = sorted(_options(entry))
   unknown = sorted(set(overrides) - set(valid))
   if unknown:
     raise ValueError(f"unknown option(s) {unknown} for model {name!r}; valid options: {valid}")
@@ -63,9 +68,8 @@ def config_for(name: str, **overrides: Any) -> ModelConfig:
   """The config `create(name, **overrides)` would build, without building it."""
   entry = _check_name(name)
   _check_overrides(name, entry, overrides)
-  signature_defaults = {
-      k: p.default for k, p in inspect.signature(entry.model_class).parameters.items()
-      if k != "rngs" and p.default is not inspect.Parameter.empty}
+  signature_defaults = {k: p.default for k, p in _options(entry).items()
+                        if p.default is not inspect.Parameter.empty}
   kwargs = {**signature_defaults, **entry.defaults, **overrides}
   return ModelConfig(name, tuple(sorted(kwargs.items())))
 

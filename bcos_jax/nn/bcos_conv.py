@@ -5,8 +5,8 @@ where cos is taken between ŵ and the input patch the unit sees. MaxOut over
 `max_out` consecutive linear units picks the output, as in the official code.
 """
 
-from collections.abc import Sequence
 import math
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -31,15 +31,19 @@ def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
   return value
 
 
-def explicit_padding(padding: Padding, spatial_shape: Sequence[int], kernel_size: Sequence[int],
-                     strides: Sequence[int], dilation: Sequence[int]) -> tuple[tuple[int, int], ...]:
+def explicit_padding(
+    padding: Padding, spatial_shape: Sequence[int], kernel_size: Sequence[int],
+    strides: Sequence[int], dilation: Sequence[int]) -> tuple[tuple[int, int], ...]:
   """Turns 'SAME' / 'VALID' / int / pair / pairs into ((lo, hi), (lo, hi)).
 
   The convolution and the patch norm must see exactly the same zero padding,
   so both use the explicit pairs this returns.
   """
   if isinstance(padding, str):
-    dilated = [(k - 1) * d + 1 for k, d in zip(kernel_size, dilation)]
+    if padding.upper() not in ("SAME", "VALID"):
+      raise ValueError(f"padding must be 'SAME', 'VALID', an int, a pair or two pairs, "
+                       f"got {padding!r}")
+    dilated = [(k - 1) * d + 1 for k, d in zip(kernel_size, dilation, strict=True)]
     return tuple(jax.lax.padtype_to_pads(spatial_shape, dilated, strides, padding.upper()))
   if isinstance(padding, int):
     return ((padding, padding), (padding, padding))
@@ -120,6 +124,7 @@ class BcosConv(nnx.Module):
     self.strides = _pair(strides, "strides")
     self.dilation = _pair(dilation, "dilation")
     self.padding = padding
+    explicit_padding(padding, (1, 1), self.kernel_size, self.strides, self.dilation)  # validates
     self.feature_group_count = feature_group_count
     self.b = float(b)
     self.max_out = max_out

@@ -11,8 +11,8 @@ The official `NoBias` / `Unaffine` wrappers are `use_bias=False` /
 `use_scale=use_bias=False` here.
 """
 
-from collections.abc import Callable
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -84,6 +84,11 @@ class BatchNorm(_AffineNorm):
     self.use_running_average = use_running_average
     self.running_var = nnx.BatchStat(jnp.ones((features,), jnp.float32))
 
+  def set_view(self, use_running_average: bool | None = None):
+    """Used by `nnx.view(model, use_running_average=...)`."""
+    if use_running_average is not None:
+      self.use_running_average = use_running_average
+
   def __call__(self, x: jax.Array, *, explain: bool = False) -> jax.Array:
     self._check(x)
     axes = tuple(range(x.ndim - 1))
@@ -144,7 +149,10 @@ class LayerNorm(_AffineNorm):
                                   eps=self.eps))
 
 
-def _variants(name: str, factory: Callable[..., nnx.Module]) -> dict[str, Callable[..., nnx.Module]]:
+NormFactory = Callable[..., nnx.Module]
+
+
+def _variants(name: str, factory: NormFactory) -> dict[str, NormFactory]:
   return {
       name: factory,
       f"NoBias({name})": functools.partial(factory, use_bias=False),
@@ -154,7 +162,7 @@ def _variants(name: str, factory: Callable[..., nnx.Module]) -> dict[str, Callab
 
 # The official norm layers by their class names, each with its NoBias and
 # Unaffine variants; a factory takes (features, *, rngs).
-NORM_LAYERS: dict[str, Callable[..., nnx.Module]] = {
+NORM_LAYERS: dict[str, NormFactory] = {
     **_variants("BatchNormUncentered2d", BatchNorm),
     **_variants("GNLayerNormUncentered2d", functools.partial(GroupNorm, num_groups=1,
                                                               centered=False)),

@@ -1,0 +1,63 @@
+"""Import of official state dicts: golden logits, and clear errors for bad input."""
+
+import json
+import pathlib
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from golden_weights import assert_close, load, official_state_dict
+
+from bcos_jax import convert, models
+
+MANIFESTS = pathlib.Path(__file__).parents[1] / "golden" / "manifests_cifar.json"
+
+
+@pytest.mark.parametrize("name", ["v1_cifar9l_b2", "v1_cifar9l_b1.25"])
+def test_imported_model_reproduces_official_logits(name):
+  golden = load(f"model_{name}.npz")
+  model = convert.from_torch_state_dict(name, official_state_dict(golden))
+  logits = model(jnp.asarray(np.transpose(golden["x6"], (0, 2, 3, 1))))
+  assert_close(logits, golden["logits"])
+  # The bias dominates these logits: check what the weights add too.
+  assert_close(logits - model.logit_layer.bias, golden["logits"] - model.logit_layer.bias)
+
+
+def test_every_official_cifar_manifest_maps_with_matching_shapes():
+  manifests = json.loads(MANIFESTS.read_text())
+  assert len(manifests) == 7
+  for name, manifest in manifests.items():
+    model = nnx.eval_shape(lambda name=name: models.create(name, rngs=nnx.Rngs(0)))
+    expected = convert.expected_state_dict_shapes(model)
+    assert expected == {key: tuple(shape) for key, shape, _ in manifest}, name
+    assert convert.unmapped_variables(model) == []
+
+
+def _state_dict():
+  return official_state_dict(load("model_v1_cifar9l_b2.npz"))
+
+
+def test_mismatches_are_reported_together():
+  state = _state_dict()
+  del state["3.linear.weight"]
+  state["9.linear.weight"] = np.zeros((4, 4, 1, 1), np.float32)
+  state["8.linear.weight"] = np.zeros((20, 255, 1, 1), np.float32)
+  with pytest.raises(convert.StateDictMismatchError) as error:
+    convert.from_torch_state_dict("v1_cifar9l_b2", state)
+  message = str(error.value)
+  assert "missing keys: ['3.linear.weight']" in message
+  assert "unexpected keys: ['9.linear.weight']" in message
+  assert "8.linear.weight: shape (20, 255, 1, 1)" in message
+  assert "3 problem(s)" in message
+
+
+def test_wrong_number_of_classes_is_named():
+  with pytest.raises(convert.StateDictMismatchError, match="num_classes"):
+    convert.from_torch_state_dict("v1_cifar9l_b2", _state_dict(), num_classes=100)
+
+
+def test_state_dict_of_another_architecture_is_rejected():
+  other = {"conv1.weight": np.zeros((64, 6, 7, 7), np.float32)}
+  with pytest.raises(convert.StateDictMismatchError, match="missing keys"):
+    convert.from_torch_state_dict("v1_cifar9l_b2", other)

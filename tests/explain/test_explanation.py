@@ -1,0 +1,162 @@
+"""explain / explain_unit: golden parity with the official code, invariants, modes, tracing."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from golden_weights import assert_close, load, official_state_dict
+
+from bcos_jax import explain as bx
+from bcos_jax import models, nn
+from bcos_jax.convert import from_torch_state_dict
+
+GOLDEN_MODELS = ["v1_cifar9l_b2", "v1_cifar9l_b1.25"]
+
+
+def _golden(name):
+  golden = load(f"model_{name}.npz")
+  model = from_torch_state_dict(name, official_state_dict(golden))
+  x6 = jnp.asarray(np.transpose(golden["x6"], (0, 2, 3, 1)))
+  return model, x6, golden
+
+
+@pytest.mark.parametrize("name", GOLDEN_MODELS)
+def test_golden_model_explanations(name):
+  model, x6, golden = _golden(name)
+  assert int(golden["image_size"]) == x6.shape[1]
+  e = bx.explain(model, x6)
+  n, h, w = golden["contributions"].shape
+  chex.assert_shape(e.logits, (n, 10))
+  chex.assert_shape(e.weights, (n, h, w, 6))
+  chex.assert_shape(e.contributions, (n, h, w))
+  assert_close(e.logits, golden["logits"], name="logits")
+  np.testing.assert_array_equal(e.targets, golden["targets"])
+  assert_close(e.weights, np.transpose(golden["dynamic_weights"], (0, 2, 3, 1)), name="weights")
+  assert_close(e.contributions, golden["contributions"], name="contributions")
+  rgba = bx.to_rgba(x6[0], e.weights[0])
+  assert float(jnp.abs(rgba - golden["rgba0"]).max()) <= 1e-3
+
+
+def _random_model(name="v1_cifar9l_b2", **overrides):
+  # Narrow layers keep the test fast; the architecture is the paper's.
+  overrides.setdefault("channels", (8, 8, 16, 16, 16, 16, 16, 16))
+  return models.create(name, rngs=nnx.Rngs(0), **overrides)
+
+
+def _images(n=3, size=16, seed=0):
+  rgb = jax.random.uniform(jax.random.key(seed), (n, size, size, 3))
+  return nn.add_inverse(rgb)
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_contributions_sum_to_logit_minus_bias(name):
+  model = _random_model(name)
+  x6 = _images()
+  e = bx.explain(model, x6)
+  target_logits = jnp.take_along_axis(e.logits, e.targets[:, None], axis=1)[:, 0]
+  chex.assert_trees_all_close(e.contributions.sum(axis=(1, 2)),
+                              target_logits - model.logit_layer.bias, rtol=2e-4,
+                              atol=1e-5 * float(jnp.abs(target_logits).max()))
+  np.testing.assert_array_equal(e.targets, jnp.argmax(e.logits, axis=-1))
+
+
+def test_several_targets_per_image_in_one_call():
+  model = _random_model()
+  x6 = _images()
+  targets = jnp.array([[0, 3], [1, 1], [9, 2]])
+  several = bx.explain(model, x6, targets)
+  chex.assert_shape(several.weights, (3, 2, 16, 16, 6))
+  chex.assert_shape(several.contributions, (3, 2, 16, 16))
+  for k in range(2):
+    single = bx.explain(model, x6, targets[:, k])
+    chex.assert_trees_all_close(several.weights[:, k], single.weights, atol=1e-6)
+    np.testing.assert_array_equal(several.targets[:, k], single.targets)
+
+
+def test_explanation_mode_differs_from_the_plain_gradient_and_does_not_leak():
+  model = _random_model()
+  x6 = _images(1)
+
+  def plain_gradient():
+    return jax.jit(jax.grad(lambda x: model(x)[0, 0]))(x6)
+
+  before = plain_gradient()
+  e = bx.explain(model, x6, jnp.array([0]))
+  after = plain_gradient()
+  chex.assert_trees_all_close(before, after)  # explain() switched nothing globally
+  assert float(jnp.abs(e.weights - before).max()) > 1e-3 * float(jnp.abs(e.weights).max())
+  explain_gradient = jax.jit(jax.grad(lambda x: model(x, explain=True)[0, 0]))(x6)
+  chex.assert_trees_all_close(e.weights, explain_gradient, atol=1e-6)
+
+
+def test_explain_is_jittable_and_traces_once():
+  model = _random_model()
+  traced = nnx.jit(chex.assert_max_traces(bx.explain, n=1))
+  first = traced(model, _images(seed=0))
+  second = traced(model, _images(seed=1))
+  chex.assert_shape([first.weights, second.weights], (3, 16, 16, 6))
+  assert float(jnp.abs(first.weights - second.weights).max()) > 0
+
+
+def test_explain_uses_evaluation_statistics():
+  """A model whose norm layer is in training mode is explained with running stats."""
+
+  class Tiny(nnx.Module):
+    def __init__(self):
+      self.conv = nn.BcosConv(6, 4, 3, padding=1, rngs=nnx.Rngs(0))
+      self.norm = nn.BatchNorm(4, use_bias=False)
+
+    def __call__(self, x, *, explain=False):
+      return self.norm(self.conv(x, explain=explain), explain=explain).mean(axis=(1, 2))
+
+  model = Tiny()
+  model.norm.running_var[...] = jnp.full((4,), 4.0)
+  x6 = _images(2)
+  e = bx.explain(model, x6)
+  assert not model.norm.use_running_average  # the user's model is unchanged
+  chex.assert_trees_all_close(model.norm.running_var[...], jnp.full((4,), 4.0))
+  eval_logits = nnx.view(model, use_running_average=True)(x6)
+  chex.assert_trees_all_close(e.logits, eval_logits, atol=1e-6)
+
+
+def test_explain_unit_of_an_intermediate_neuron():
+  model = _random_model()
+  x6 = _images(2)
+  assert "layers.4" in bx.module_paths(model)
+  e = bx.explain_unit(model, x6, "layers.4", channel=3, position=(2, 5))
+  chex.assert_shape(e.weights, (2, 16, 16, 6))
+  features = x6
+  for layer in model.layers[:5]:
+    features = layer(features)
+  chex.assert_trees_all_close(e.logits, features[:, 2, 5, 3], rtol=1e-5)
+  chex.assert_trees_all_close(e.contributions.sum(axis=(1, 2)), e.logits, rtol=1e-4, atol=1e-6)
+  # The unit sees only its receptive field: at half resolution (after the
+  # stride-2 layer 2) layers 3-4 reach rows 0..4, i.e. input rows up to 11.
+  assert float(jnp.abs(e.weights[:, 12:]).max()) == 0.0
+  assert float(jnp.abs(e.weights[:, :12]).max()) > 0.0
+
+
+def test_explain_unit_of_the_last_layer_is_the_logit_explanation():
+  model = _random_model()
+  x6 = _images(2)
+  unit = bx.explain_unit(model, x6, "layers.8", channel=4)  # summed over positions
+  logit = bx.explain(model, x6, jnp.array([4, 4]))
+  positions = 4 * 4  # 16x16 input, two stride-2 layers
+  scale = positions * model.logit_layer.temperature
+  assert_close(unit.weights, logit.weights * scale, rtol=1e-5)
+
+
+def test_bad_inputs_give_clear_errors():
+  model = _random_model()
+  with pytest.raises(ValueError, match="add_inverse"):
+    bx.explain(model, jnp.zeros((1, 16, 16, 3)))
+  with pytest.raises(ValueError, match=r"\(N,\) or \(N, T\)"):
+    bx.explain(model, _images(2), jnp.array([1, 2, 3]))
+  with pytest.raises(ValueError, match="integer"):
+    bx.explain(model, _images(2), jnp.array([1.0, 2.0]))
+  with pytest.raises(ValueError, match="valid layers"):
+    bx.explain_unit(model, _images(2), "layers.42", 0)
+  with pytest.raises(ValueError, match="add_inverse"):
+    model(jnp.zeros((1, 16, 16, 3)))
