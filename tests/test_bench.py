@@ -1,0 +1,22 @@
+"""The benchmark scripts run (smoke test; their numbers are not asserted)."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).parents[1]
+
+
+def test_layers_benchmark_writes_its_table(tmp_path):
+  out = tmp_path / "layers.json"
+  env = {**os.environ, "XLA_FLAGS": ""}  # one CPU device, as a user runs it
+  result = subprocess.run([sys.executable, str(ROOT / "bench" / "layers.py"), "--quick",
+                           "--json", str(out)], capture_output=True, text=True, env=env,
+                          timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "ratio" in result.stdout
+  data = json.loads(out.read_text())
+  assert {"bcos_forward_ms", "plain_forward_ms", "fwd_bwd_ratio"} <= set(data["layers"][0])
+  assert data["explain"]["explain_ms"] > 0
