@@ -20,3 +20,14 @@ def test_layers_benchmark_writes_its_table(tmp_path):
   data = json.loads(out.read_text())
   assert {"bcos_forward_ms", "plain_forward_ms", "fwd_bwd_ratio"} <= set(data["layers"][0])
   assert data["explain"]["explain_ms"] > 0
+
+
+def test_input_pipeline_benchmark_writes_its_table(tmp_path):
+  out = tmp_path / "input_pipeline.json"
+  result = subprocess.run([sys.executable, str(ROOT / "bench" / "input_pipeline.py"),
+                           "--seconds", "0.3", "--workers", "1", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  rows = json.loads(out.read_text())["rows"]
+  assert [r["recipe"] for r in rows] == ["imagenet_v1", "cifar10", "bcos_final"]
+  assert all(r["transform_per_worker"] > 0 and r["pipeline_per_worker"] > 0 for r in rows)

@@ -1,0 +1,25 @@
+"""Data: tfds sources, the embedded digits dataset, grain pipelines, augmentations."""
+
+from bcos_jax.data.pipeline import (
+                                    ProcessShard,
+                                    eval_dataset,
+                                    num_eval_batches,
+                                    per_process_batch_size,
+                                    to_model_input,
+                                    train_dataset,
+)
+from bcos_jax.data.recipes import RECIPES, Recipe, get_recipe
+from bcos_jax.data.sources import (
+                                    DEFAULT_DATA_DIR,
+                                    DatasetNotPreparedError,
+                                    Source,
+                                    open_source,
+                                    prepare_command,
+                                    tfds_source,
+)
+
+__all__ = [
+    "DEFAULT_DATA_DIR", "DatasetNotPreparedError", "ProcessShard", "RECIPES", "Recipe", "Source",
+    "eval_dataset", "get_recipe", "num_eval_batches", "open_source", "per_process_batch_size",
+    "prepare_command", "tfds_source", "to_model_input", "train_dataset",
+]

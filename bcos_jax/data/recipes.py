@@ -1,0 +1,110 @@
+"""The official preprocessing recipes, by name: record -> uint8 image and label.
+
+A recipe has a training transform `(record, rng) -> record` and an
+evaluation transform `record -> record`; both return {"image": uint8
+(S, S, 3), "label": int}. Batch transforms (mixup/cutmix) are separate
+(`bcos_jax.data.mixing`), chosen by the training config.
+"""
+
+import dataclasses
+import functools
+from collections.abc import Callable
+
+import numpy as np
+
+from bcos_jax.data import augment, randaugment
+
+TrainTransform = Callable[[dict, np.random.Generator], dict]
+EvalTransform = Callable[[dict], dict]
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  train: TrainTransform
+  eval: EvalTransform
+  image_size: int  # of the evaluation images
+  description: str
+
+
+def _record(image, record) -> dict:
+  return {"image": augment.as_array(image), "label": record["label"]}
+
+
+# -- CIFAR-10 and the digits: small images, no resizing.
+
+def _small_train(record, rng, padding: int, flip: bool) -> dict:
+  image = augment.as_array(record["image"])
+  image = augment.pad_and_random_crop(image, rng, size=image.shape[0], padding=padding)
+  if flip:
+    image = augment.horizontal_flip(image, rng)
+  return _record(np.ascontiguousarray(image), record)
+
+
+def _small_eval(record) -> dict:
+  return _record(record["image"], record)
+
+
+# -- ImageNet, v1 (Sec. C.1.2): RandomResizedCrop 224, flip, RandAugment(2, 9),
+# ColorJitter(0.4, 0.4, 0.4), PCA lighting 0.1. RandAugment acts on the crop,
+# as in torchvision-style pipelines (crop first), which also keeps it cheap.
+
+def _imagenet_v1_train(record, rng, size: int) -> dict:
+  image = augment.random_resized_crop(record["image"], rng, size)
+  image = augment.horizontal_flip(image, rng)
+  image = randaugment.rand_augment(image, rng, num_ops=2, magnitude=9, space="v1")
+  image = augment.color_jitter(image, rng)
+  return _record(augment.pca_lighting(image, rng), record)
+
+
+def _resize_crop_eval(record, resize: int, crop: int) -> dict:
+  return _record(augment.resize_center_crop(record["image"], resize, crop), record)
+
+
+# -- ImageNet, v2.
+
+def _bcos_final_train(record, rng, size: int = 224) -> dict:
+  image = augment.random_resized_crop(record["image"], rng, size)
+  return _record(augment.horizontal_flip(image, rng), record)
+
+
+def _bcos_final_long_train(record, rng, size: int = 176) -> dict:
+  image = augment.random_resized_crop(record["image"], rng, size)
+  image = augment.horizontal_flip(randaugment.trivial_augment_wide(image, rng), rng)
+  return _record(augment.random_erasing(augment.as_array(image), rng, p=0.1), record)
+
+
+def _vit_train(record, rng, size: int = 224) -> dict:
+  image = augment.random_resized_crop(record["image"], rng, size)
+  image = randaugment.rand_augment(image, rng, num_ops=2, magnitude=10, space="torchvision")
+  return _record(augment.horizontal_flip(image, rng), record)
+
+
+RECIPES: dict[str, Recipe] = {
+    "cifar10": Recipe(functools.partial(_small_train, padding=4, flip=True), _small_eval, 32,
+                      "random crop 32 with 4-pixel zero padding, horizontal flip"),
+    "digits": Recipe(functools.partial(_small_train, padding=4, flip=False), _small_eval, 32,
+                     "random crop 32 with 4-pixel zero padding (no flip: digits have a side)"),
+    "imagenet_v1": Recipe(functools.partial(_imagenet_v1_train, size=224),
+                          functools.partial(_resize_crop_eval, resize=256, crop=224), 224,
+                          "RandomResizedCrop 224, flip, RandAugment(2, 9), ColorJitter 0.4, "
+                          "lighting 0.1; eval resize 256, centre crop 224"),
+    "inception_v1": Recipe(functools.partial(_imagenet_v1_train, size=299),
+                           functools.partial(_resize_crop_eval, resize=320, crop=299), 299,
+                           "as imagenet_v1 at 299; eval resize 320, centre crop 299"),
+    "bcos_final": Recipe(_bcos_final_train,
+                         functools.partial(_resize_crop_eval, resize=256, crop=224), 224,
+                         "RandomResizedCrop 224, flip; eval resize 256, centre crop 224"),
+    "bcos_final_long": Recipe(_bcos_final_long_train,
+                              functools.partial(_resize_crop_eval, resize=232, crop=224), 224,
+                              "RandomResizedCrop 176, TrivialAugmentWide, flip, random erasing "
+                              "0.1; eval resize 232, centre crop 224 (+ mixup/cutmix batches)"),
+    "vit": Recipe(_vit_train, functools.partial(_resize_crop_eval, resize=256, crop=224), 224,
+                  "RandomResizedCrop 224, RandAugment(2, 10) as torchvision, flip; "
+                  "eval resize 256, centre crop 224"),
+}
+
+
+def get_recipe(name: str) -> Recipe:
+  if name not in RECIPES:
+    raise ValueError(f"unknown preprocessing recipe {name!r}; known: {', '.join(sorted(RECIPES))}")
+  return RECIPES[name]

@@ -1,0 +1,109 @@
+"""Random-access data sources: tfds ArrayRecord datasets, read without TensorFlow.
+
+A source is a sequence of records `{"image": ..., "label": int}` where the
+image is either a decoded uint8 HWC array or the encoded file bytes (JPEG or
+PNG), decoded later by the pipeline (`bcos_jax.data.decode`), which can
+decode JPEGs at reduced size when the crop allows it.
+"""
+
+import dataclasses
+import os
+import pathlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+DEFAULT_DATA_DIR = os.environ.get("TFDS_DATA_DIR", str(pathlib.Path.home() / "tensorflow_datasets"))
+
+
+class DatasetNotPreparedError(FileNotFoundError):
+  """The dataset has not been prepared under the data directory."""
+
+
+def prepare_command(name: str, data_dir: str) -> str:
+  """The command that prepares dataset `name` under `data_dir`."""
+  if name == "imagenet2012":
+    return (f"python launch/prepare_data.py --dataset=imagenet2012 --data_dir={data_dir} "
+            "--manual_dir=DIR_WITH_ILSVRC2012_img_train.tar_AND_ILSVRC2012_img_val.tar")
+  return f"python launch/prepare_data.py --dataset={name} --data_dir={data_dir}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """A random-access dataset split: `len(source)` records, `source[i]` a dict."""
+  records: Sequence[Mapping[str, Any]]
+  num_classes: int
+  name: str
+  split: str
+
+  def __len__(self) -> int:
+    return len(self.records)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    record = self.records[index]
+    return {"image": record["image"], "label": int(record["label"])}
+
+
+def _num_classes(info) -> int:
+  label = info.features["label"]
+  return int(label.num_classes)
+
+
+def jpeg_image_keys(features) -> list[str]:
+  """Image features stored as JPEG: read as bytes, so the pipeline can decode
+  them at reduced size (tfds decodes the others, with PIL, no TensorFlow)."""
+  import tensorflow_datasets as tfds
+
+  return [key for key, feature in features.items()
+          if isinstance(feature, tfds.features.Image) and feature.encoding_format == "jpeg"]
+
+
+def tfds_source(name: str, split: str, data_dir: str | None = None,
+                decode_jpeg: bool = False) -> Source:
+  """Opens a prepared tfds dataset (ArrayRecord) for random access.
+
+  Args:
+    name: the tfds name.
+    split: e.g. "train", "test", "validation", "train[:90%]".
+    data_dir: where tfds datasets live.
+    decode_jpeg: let tfds decode JPEG images; by default their bytes are
+      kept and the pipeline decodes them at the size its crop needs.
+
+  Raises:
+    DatasetNotPreparedError: with the command that prepares the dataset.
+  """
+  import tensorflow_datasets as tfds  # Slow import: only where a dataset is opened.
+
+  data_dir = data_dir or DEFAULT_DATA_DIR
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+    decoders = {} if decode_jpeg else {
+        key: tfds.decode.SkipDecoding() for key in jpeg_image_keys(builder.info.features)}
+    records = tfds.data_source(name, split=split, data_dir=data_dir, download=False,
+                               decoders=decoders or None)
+  except NotImplementedError as error:  # prepared, but as TFRecord files
+    raise DatasetNotPreparedError(
+        f"dataset {name!r} under data_dir={data_dir!r} is not in ArrayRecord format, which "
+        f"random access (and bcos_jax) needs. Prepare it again with:\n  "
+        f"{prepare_command(name, data_dir)}") from error
+  except (FileNotFoundError, AssertionError, tfds.core.registered.DatasetNotFoundError) as error:
+    raise DatasetNotPreparedError(
+        f"dataset {name!r} (split {split!r}) is not prepared under data_dir={data_dir!r}. "
+        f"Prepare it with:\n  {prepare_command(name, data_dir)}\n"
+        "or point --config.data_dir (or $TFDS_DATA_DIR) at the folder that holds it.") from error
+  return Source(records, _num_classes(builder.info), name, split)
+
+
+def open_source(name: str, split: str, data_dir: str | None = None) -> Source:
+  """Opens dataset `name`: the embedded digits data (built on first use) or a tfds dataset."""
+  from bcos_jax.data import digits  # noqa: PLC0415  (avoids an import cycle)
+
+  if name == digits.NAME:
+    digits.ensure_prepared(data_dir or DEFAULT_DATA_DIR)
+  return tfds_source(name, split, data_dir)
+
+
+def label_array(source: Source) -> np.ndarray:
+  """All labels of a source (reads every record)."""
+  return np.asarray([source[i]["label"] for i in range(len(source))], np.int64)

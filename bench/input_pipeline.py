@@ -1,0 +1,118 @@
+"""Input pipeline throughput: images per second per worker.
+
+(a) ImageNet-style training preprocessing (`imagenet_v1`: JPEG decode of
+~500×375 images, RandomResizedCrop 224, flip, RandAugment n=2 m=9,
+ColorJitter, PCA lighting) and (b) CIFAR-style (pad-and-crop, flip), on JPEGs
+the benchmark makes from scikit-image's sample photographs. Also (c) the
+v2 `bcos_final` recipe. Each is timed as the bare transform in one process
+(= one worker) and through the grain pipeline (batching included) with 0 and
+N worker processes. Target for (a): >= 300 images/s per worker.
+
+    python bench/input_pipeline.py --json bench/results/input_pipeline.json \\
+        [--workers 2] [--accelerator_images_per_s 2000]
+"""
+
+import argparse
+import io
+import json
+import math
+import pathlib
+import platform
+import time
+
+import numpy as np
+from PIL import Image
+
+from bcos_jax import data
+
+RECIPES = {"imagenet_v1": "(a) ImageNet v1 train", "cifar10": "(b) CIFAR train",
+           "bcos_final": "(c) ImageNet v2 train"}
+
+
+def make_records(kind: str, count: int) -> list[dict]:
+  """JPEG records of ~500×375 (ImageNet-like) or 32×32 uint8 arrays (CIFAR-like)."""
+  import skimage.data
+
+  photos = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea(),
+            skimage.data.rocket()]
+  records = []
+  for i in range(count):
+    photo = Image.fromarray(np.roll(photos[i % len(photos)], 31 * i, axis=1))
+    if kind == "cifar10":
+      records.append({"image": np.asarray(photo.resize((32, 32))), "label": i % 10})
+    else:
+      size = (500, 375) if i % 2 else (375, 500)
+      buffer = io.BytesIO()
+      photo.resize(size).save(buffer, format="JPEG", quality=90)
+      records.append({"image": buffer.getvalue(), "label": i % 1000})
+  return records
+
+
+def transform_rate(recipe, records, seconds: float) -> float:
+  rng = np.random.default_rng(0)
+  count, start = 0, time.perf_counter()
+  while time.perf_counter() - start < seconds:
+    recipe.train(records[count % len(records)], rng)
+    count += 1
+  return count / (time.perf_counter() - start)
+
+
+def pipeline_rate(recipe, records, workers: int, batch: int, seconds: float) -> float:
+  source = data.Source(records, 1000, "bench", "train")
+  iterator = iter(data.train_dataset(source, recipe.train, seed=0, global_batch_size=batch,
+                                     worker_count=workers))
+  next(iterator)  # start the workers
+  count, start = 0, time.perf_counter()
+  while time.perf_counter() - start < seconds:
+    count += len(next(iterator)["label"])
+  elapsed = time.perf_counter() - start
+  if hasattr(iterator, "close"):
+    iterator.close()
+  return count / elapsed
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--json", type=pathlib.Path,
+                      default=pathlib.Path("bench/results/input_pipeline.json"))
+  parser.add_argument("--workers", type=int, default=2, help="worker processes to test")
+  parser.add_argument("--seconds", type=float, default=10.0, help="per measurement")
+  parser.add_argument("--batch", type=int, default=32)
+  parser.add_argument("--accelerator_images_per_s", type=float, default=2000.0,
+                      help="training throughput to feed (an estimate for a B-cos ResNet-50 "
+                           "on one H100, not measured here)")
+  args = parser.parse_args()
+
+  rows = []
+  for name, label in RECIPES.items():
+    recipe = data.get_recipe(name)
+    records = make_records(name, 64)
+    row = {"recipe": name, "what": label,
+           "transform_per_worker": transform_rate(recipe, records, args.seconds),
+           "pipeline_0_workers": pipeline_rate(recipe, records, 0, args.batch, args.seconds)}
+    total = pipeline_rate(recipe, records, args.workers, args.batch, args.seconds)
+    row[f"pipeline_{args.workers}_workers"] = total
+    row["pipeline_per_worker"] = total / args.workers
+    rows.append(row)
+
+  print(f"{platform.processor() or platform.machine()}, images/s")
+  print(f"{'recipe':<14}{'what':<24}{'1 worker':>10}{'pipe, 0w':>10}"
+        f"{f'pipe, {args.workers}w':>10}{'per w':>8}")
+  for r in rows:
+    print(f"{r['recipe']:<14}{r['what']:<24}{r['transform_per_worker']:>10.0f}"
+          f"{r['pipeline_0_workers']:>10.0f}{r[f'pipeline_{args.workers}_workers']:>10.0f}"
+          f"{r['pipeline_per_worker']:>8.0f}")
+  per_worker = rows[0]["transform_per_worker"]
+  needed = math.ceil(args.accelerator_images_per_s / per_worker)
+  print(f"(a) at {per_worker:.0f} images/s per worker: {needed} workers feed "
+        f"{args.accelerator_images_per_s:.0f} images/s (target per worker: 300)")
+  result = {"machine": platform.machine(), "rows": rows, "workers_tested": args.workers,
+            "accelerator_images_per_s": args.accelerator_images_per_s,
+            "workers_needed": needed, "target_per_worker": 300}
+  args.json.parent.mkdir(parents=True, exist_ok=True)
+  args.json.write_text(json.dumps(result, indent=2))
+  print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+  main()
