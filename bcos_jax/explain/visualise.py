@@ -93,3 +93,32 @@ def plot_contribution_map(contributions, ax=None, percentile: float = 99.5,
   if colorbar:
     ax.figure.colorbar(image, ax=ax)
   return ax
+
+
+def save_explanation_grid(path, images_uint8, rgba, titles=None) -> None:
+  """Saves a PNG: each image above its colour explanation.
+
+  Args:
+    path: the PNG to write.
+    images_uint8: (N, H, W, 3) the images.
+    rgba: (N, H, W, 4) from `to_rgba`.
+    titles: N strings (e.g. "label 3 / predicted 3").
+  """
+  import matplotlib
+
+  matplotlib.use("Agg", force=False)
+  import matplotlib.pyplot as plt
+
+  images_uint8, rgba = np.asarray(images_uint8), np.asarray(rgba)
+  count = len(images_uint8)
+  figure, axes = plt.subplots(2, count, figsize=(1.6 * count, 3.4), squeeze=False)
+  for i in range(count):
+    axes[0, i].imshow(images_uint8[i])
+    axes[1, i].imshow(rgba[i])
+    if titles is not None:
+      axes[0, i].set_title(titles[i], fontsize=7)
+    for ax in axes[:, i]:
+      ax.set_axis_off()
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  plt.close(figure)

@@ -1,0 +1,36 @@
+"""Entry point: python -m bcos_jax.main --config=configs/<name>.py[:variant] --workdir=DIR."""
+
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "A configs/*.py file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and explanations "
+                               "go; a run resumes from the checkpoint found there.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  import jax
+
+  config = _CONFIG.value
+  # Several processes (hosts): jax.distributed finds its peers from the
+  # cluster environment (TPU, Slurm, or the JAX_COORDINATOR_ADDRESS variables).
+  if config.get("distributed") or os.environ.get("JAX_COORDINATOR_ADDRESS"):
+    jax.distributed.initialize()
+  from bcos_jax.train import train_and_evaluate
+
+  logging.info("JAX %s, process %d of %d, devices: %s", jax.__version__, jax.process_index(),
+               jax.process_count(), jax.devices())
+  logging.info("config:\n%s", config)
+  metrics = train_and_evaluate(config, _WORKDIR.value)
+  logging.info("final evaluation: %s", metrics)
+  print({k: round(float(v), 4) for k, v in metrics.items()})
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,188 @@
+"""The train-and-evaluate loop: data, model, sharded steps, checkpoints, logs, explanations."""
+
+import contextlib
+import json
+import math
+import pathlib
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx
+from ml_collections import ConfigDict
+
+from bcos_jax import data, explain, models
+from bcos_jax.train import checkpointing, steps
+from bcos_jax.train import state as train_state
+from bcos_jax.train.metric_writer import MetricWriter, format_eta
+from bcos_jax.train.schedules import make_schedule
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+@contextlib.contextmanager
+def _preemption_flag():
+  """Yields a dict whose "stop" turns True on SIGTERM; restores the old handler."""
+  flag = {"stop": False}
+
+  def handler(signum, frame):
+    del signum, frame
+    logging.warning("SIGTERM: saving a checkpoint and stopping")
+    flag["stop"] = True
+
+  try:
+    previous = signal.signal(signal.SIGTERM, handler)
+  except ValueError:  # not the main thread: no preemption handling
+    yield flag
+    return
+  try:
+    yield flag
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
+def _model_config(model) -> dict:
+  return json.loads(json.dumps(model.config.as_dict(), default=list))
+
+
+def _optimizer(config: ConfigDict, schedule: optax.Schedule) -> optax.GradientTransformation:
+  transforms = []
+  if config.get("grad_clip_norm"):
+    transforms.append(optax.clip_by_global_norm(config.grad_clip_norm))
+  transforms.append(optax.adam(schedule))
+  return optax.chain(*transforms)
+
+
+def evaluate(eval_step, state, eval_source, recipe, config, mesh, shard) -> dict[str, float]:
+  """Loss, top-1 and top-5 over the whole evaluation split (padded batches, masked)."""
+  totals = None
+  for batch in data.eval_dataset(eval_source, recipe.eval, global_batch_size=config.batch_size,
+                                 shard=shard, worker_count=config.get("eval_worker_count", 0)):
+    sums = eval_step(state, steps.shard_batch(batch, mesh))
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = jax.device_get(totals)
+  count = float(totals["count"])
+  return {"eval/loss": totals["loss"] / count, "eval/top1": totals["top1"] / count,
+          "eval/top5": totals["top5"] / count, "eval/count": count}
+
+
+def write_explanations(path: pathlib.Path, graphdef, state, images_uint8, labels) -> None:
+  """Colour explanations of fixed test images, as the official code logs them."""
+  model = train_state.model_of(graphdef, jax.device_get(state))
+  x6 = data.to_model_input(jnp.asarray(images_uint8))
+  result = explain.explain(model, x6)
+  rgba = explain.to_rgba(x6, result.weights, smooth=3 if x6.shape[1] <= 64 else 15)
+  titles = [f"{int(y)} / {int(p)}" for y, p in zip(labels, result.targets, strict=True)]
+  explain.save_explanation_grid(path, images_uint8, rgba, titles)
+
+
+def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[str, float]:
+  """Trains `config.model` on `config.dataset`, evaluating and checkpointing into `workdir`.
+
+  Resumes from the newest checkpoint in `workdir` if there is one. SIGTERM
+  saves a checkpoint and returns; a NaN/Inf loss raises NonFiniteLossError
+  (the last good checkpoint stays).
+
+  Returns:
+    The last evaluation's metrics.
+  """
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  is_main = jax.process_index() == 0
+  if is_main:
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+  shard = data.ProcessShard.from_jax()
+  mesh = steps.make_mesh(config.get("num_devices") or None)
+  steps.check_batch_divides(config.batch_size, mesh)
+  logging.info("devices: %s; mesh %s", jax.devices(), dict(mesh.shape))
+
+  train_source = data.open_source(config.dataset, config.train_split, config.get("data_dir"))
+  eval_source = data.open_source(config.dataset, config.eval_split, config.get("data_dir"))
+  recipe = data.get_recipe(config.recipe)
+  steps_per_epoch = max(len(train_source) // config.batch_size, 1)
+  total_steps = config.get("num_steps") or int(config.num_epochs * steps_per_epoch)
+
+  model = models.create(config.model.name, rngs=nnx.Rngs(config.seed),
+                        **config.model.get("overrides", {}))
+  schedule = make_schedule(config.optimizer, total_steps, steps_per_epoch)
+  optimizer = _optimizer(config.optimizer, schedule)
+  graphdef, state = train_state.create(model, optimizer)
+  model_config = _model_config(model)
+  del model
+
+  train_iterator = iter(data.train_dataset(
+      train_source, recipe.train, seed=config.seed, global_batch_size=config.batch_size,
+      shard=shard, worker_count=config.get("worker_count", 0)))
+  manager = checkpointing.manager(workdir, config.get("keep_checkpoints", 3))
+  restored = checkpointing.restore_latest(manager, state, train_iterator)
+  if restored is not None:
+    state = restored
+    logging.info("resumed from step %d", int(state.step))
+  state = steps.replicate(state, mesh)
+  train_step = steps.make_train_step(graphdef, optimizer, schedule, mesh, state)
+  eval_step = steps.make_eval_step(graphdef, mesh, state)
+  writer = MetricWriter(workdir, enabled=is_main)
+
+  explain_count = min(config.get("num_explanations", 8), len(eval_source))
+  explain_records = [recipe.eval(eval_source[i]) for i in range(explain_count)]
+  explain_images = np.stack([r["image"] for r in explain_records]) if explain_count else None
+  explain_labels = [r["label"] for r in explain_records]
+  (workdir / "explanations").mkdir(exist_ok=True)
+
+  def run_eval(step: int) -> dict[str, float]:
+    metrics = evaluate(eval_step, state, eval_source, recipe, config, mesh, shard)
+    writer.write(step, metrics)
+    if is_main and explain_count:
+      write_explanations(workdir / "explanations" / f"step_{step:07d}.png", graphdef, state,
+                         explain_images, explain_labels)
+    return metrics
+
+  def save(step: int) -> None:
+    checkpointing.save(manager, step, state, train_iterator, model_config)
+
+  start = int(state.step)
+  eval_metrics = run_eval(start) if start == 0 else {}
+  log_every, pending = config.get("log_every", 50), []
+  last_time, last_step = time.perf_counter(), start
+  with _preemption_flag() as preempted:
+    for step in range(start + 1, total_steps + 1):
+      batch = steps.shard_batch(next(train_iterator), mesh)
+      state, metrics = train_step(state, batch)
+      pending.append(metrics)
+      last = step == total_steps
+      stopping = preempted["stop"]
+      checkpoint_now = step % config.get("checkpoint_every", steps_per_epoch) == 0 or last
+      # Metrics are checked (NaN) before every checkpoint, so none holds a bad state.
+      if step % log_every == 0 or last or stopping or checkpoint_now:
+        averaged = {f"train/{k}": float(np.mean([m[k] for m in jax.device_get(pending)]))
+                    for k in pending[0]}
+        pending = []
+        if not math.isfinite(averaged["train/loss"]):
+          manager.wait_until_finished()
+          raise NonFiniteLossError(
+              f"the training loss is {averaged['train/loss']} at step {step}; the last good "
+              f"checkpoint is step {manager.latest_step()} in {workdir / 'checkpoints'}")
+        now = time.perf_counter()
+        rate = (step - last_step) / max(now - last_time, 1e-9)
+        averaged["train/steps_per_s"] = rate
+        averaged["train/images_per_s"] = rate * config.batch_size
+        writer.write(step, averaged)
+        logging.info("step %d/%d (%.1f%%), %.2f steps/s, ETA %s", step, total_steps,
+                     100 * step / total_steps, rate, format_eta((total_steps - step) / rate))
+        last_time, last_step = now, step
+      if step % config.get("eval_every", steps_per_epoch) == 0 or last:
+        eval_metrics = run_eval(step)
+      if checkpoint_now or stopping:
+        save(step)
+      if stopping:
+        break
+  manager.wait_until_finished()
+  if train_step._cache_size() > 1:  # noqa: SLF001  (a shape or dtype changed between steps)
+    logging.warning("the train step was compiled %d times", train_step._cache_size())
+  return eval_metrics

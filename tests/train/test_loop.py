@@ -1,0 +1,145 @@
+"""The training loop end to end on the digits data at reduced size."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bcos_jax.train import loop
+from bcos_jax.train.metric_writer import read
+
+ROOT = pathlib.Path(__file__).parents[2]
+TINY = ["--config.model.overrides.channels=(4, 4, 8, 8, 8, 8, 8, 8)", "--config.batch_size=16",
+        "--config.log_every=2", "--config.num_explanations=2"]
+
+
+def _config(data_dir, **changes):
+  import importlib.util
+
+  spec = importlib.util.spec_from_file_location("digits", ROOT / "configs" / "digits.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.data_dir = data_dir
+  config.model.overrides.channels = (4, 4, 8, 8, 8, 8, 8, 8)
+  config.batch_size = 16
+  config.num_steps = 8
+  config.log_every = 2
+  config.eval_every = 4
+  config.checkpoint_every = 4
+  config.num_explanations = 2
+  config.update(changes)
+  return config
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("tfds"))
+
+
+def test_digits_end_to_end_loss_goes_down(tmp_path, data_dir):
+  metrics = loop.train_and_evaluate(_config(data_dir, num_steps=12), tmp_path)
+  records = read(tmp_path / "metrics.jsonl")
+  train_losses = [r["train/loss"] for r in records if "train/loss" in r]
+  assert train_losses[-1] < train_losses[0]
+  evals = [r for r in records if "eval/top1" in r]
+  assert [r["step"] for r in evals] == [0, 4, 8, 12]  # step 0, every 4, the end
+  assert evals[-1]["eval/count"] == 360  # every test image once
+  assert 0 <= metrics["eval/top1"] <= 1
+  assert sorted(p.name for p in (tmp_path / "explanations").iterdir())[0] == "step_0000000.png"
+  assert json.loads((tmp_path / "config.json").read_text())["dataset"] == "bcos_digits"
+  assert (tmp_path / "checkpoints" / "12").is_dir()
+
+
+def test_sharded_training_equals_one_device(tmp_path, data_dir):
+  results = {}
+  for devices in (1, 8):
+    results[devices] = loop.train_and_evaluate(
+        _config(data_dir, num_steps=4, num_devices=devices, num_explanations=0),
+        tmp_path / str(devices))
+  for key in ("eval/loss", "eval/top1"):
+    assert results[1][key] == pytest.approx(results[8][key], rel=1e-4, abs=1e-6)
+  losses = {d: [r["train/loss"] for r in read(tmp_path / str(d) / "metrics.jsonl")
+                if "train/loss" in r] for d in (1, 8)}
+  assert losses[1] == pytest.approx(losses[8], rel=1e-4)
+
+
+def test_batch_that_does_not_divide_over_devices(tmp_path, data_dir):
+  with pytest.raises(ValueError, match="does not divide over the 8 devices"):
+    loop.train_and_evaluate(_config(data_dir, batch_size=12), tmp_path)
+
+
+def test_non_finite_loss_stops_with_the_step(tmp_path, data_dir):
+  config = _config(data_dir, num_explanations=0)
+  config.optimizer.learning_rate = float("nan")
+  with pytest.raises(loop.NonFiniteLossError, match="at step 2"):
+    loop.train_and_evaluate(config, tmp_path)
+
+
+def _main(workdir, data_dir, steps):
+  return [sys.executable, "-m", "bcos_jax.main", "--config=configs/digits.py",
+          f"--workdir={workdir}", f"--config.data_dir={data_dir}", f"--config.num_steps={steps}",
+          "--config.eval_every=100", "--config.checkpoint_every=4", *TINY]
+
+
+def test_sigterm_then_resume_equals_an_uninterrupted_run(tmp_path, data_dir):
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  steps = 24
+  straight = tmp_path / "straight"
+  subprocess.run(_main(straight, data_dir, steps), cwd=ROOT, env=env, check=True,
+                 capture_output=True, timeout=900)
+
+  interrupted = tmp_path / "interrupted"
+  process = subprocess.Popen(_main(interrupted, data_dir, steps), cwd=ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  metrics = interrupted / "metrics.jsonl"
+  deadline = time.time() + 600
+  while time.time() < deadline and process.poll() is None:
+    if metrics.exists() and any(r["step"] >= 6 for r in read(metrics)):
+      process.send_signal(signal.SIGTERM)
+      break
+    time.sleep(0.2)
+  _, stderr = process.communicate(timeout=600)
+  assert process.returncode == 0, stderr[-3000:]
+  saved = sorted(int(p.name) for p in (interrupted / "checkpoints").iterdir() if p.name.isdigit())
+  assert saved and saved[-1] < steps, "SIGTERM should have stopped the run early"
+
+  subprocess.run(_main(interrupted, data_dir, steps), cwd=ROOT, env=env, check=True,
+                 capture_output=True, timeout=900)
+  final = {k: v for k, v in read(straight / "metrics.jsonl")[-1].items() if "per_s" not in k}
+  resumed = {k: v for k, v in read(metrics)[-1].items() if "per_s" not in k}
+  assert final["step"] == resumed["step"] == steps
+  assert resumed == pytest.approx(final, rel=1e-6)
+
+
+def test_train_step_traces_once(data_dir):
+  import chex
+  import jax
+  import optax
+  from flax import nnx
+
+  from bcos_jax import models
+  from bcos_jax.train import state as train_state
+  from bcos_jax.train import steps
+
+  chex.clear_trace_counter()
+  model = models.create("v1_cifar9l_b2", rngs=nnx.Rngs(0), channels=(4,) * 8)
+  optimizer = optax.adam(1e-3)
+  graphdef, state = train_state.create(model, optimizer)
+  mesh = steps.make_mesh()
+  state = steps.replicate(state, mesh)
+  step = steps.make_train_step(graphdef, optimizer, optax.constant_schedule(1e-3), mesh, state,
+                               trace_check=chex.assert_max_traces(n=1))
+  rng = jax.random.key(0)
+  for i in range(3):
+    images = jax.random.randint(jax.random.fold_in(rng, i), (16, 32, 32, 3), 0, 256)
+    batch = steps.shard_batch({"image": jax.numpy.asarray(images, "uint8"),
+                               "label": jax.numpy.arange(16) % 10}, mesh)
+    state, metrics = step(state, batch)
+  assert int(state.step) == 3 and step._cache_size() == 1
+  chex.assert_tree_all_finite(metrics)
