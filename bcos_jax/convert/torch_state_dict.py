@@ -15,13 +15,21 @@ from flax import nnx
 
 from bcos_jax import models
 from bcos_jax.models.cifar import CifarNet9L
+from bcos_jax.models.resnet import BcosResNet
+from bcos_jax.nn.norms import BatchNorm
 
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-  """Where an official array goes: a variable path and a layout change."""
-  path: tuple[str | int, ...]
+  """Where an official array goes: a variable path and a layout change.
+
+  `path=None` marks an official buffer that bcos_jax does not need (the
+  running mean of an uncentered BatchNorm, `num_batches_tracked`): it must be
+  present, and its shape is checked against `shape`.
+  """
+  path: tuple[str | int, ...] | None
   layout: str  # "conv" (OIHW -> HWIO), "dense" ((out, in) -> (in, out)) or "same".
+  shape: tuple[int, ...] | None = None  # for path=None only
 
 
 # Layout -> the axis permutation from the PyTorch array to the bcos_jax one.
@@ -44,9 +52,54 @@ def _cifar9l_keys(model: CifarNet9L) -> dict[str, Target]:
           for i in range(len(model.layers))}
 
 
+def _conv_keys(prefix: str, path: tuple) -> dict[str, Target]:
+  return {f"{prefix}.linear.weight": Target((*path, "kernel"), "conv")}
+
+
+def _norm_keys(prefix: str, path: tuple, norm) -> dict[str, Target]:
+  keys = {}
+  if norm.scale is not None:
+    keys[f"{prefix}.weight"] = Target((*path, "scale"), "same")
+  if norm.bias is not None:
+    keys[f"{prefix}.bias"] = Target((*path, "bias"), "same")
+  if isinstance(norm, BatchNorm):
+    keys[f"{prefix}.running_var"] = Target((*path, "running_var"), "same")
+    keys[f"{prefix}.running_mean"] = Target(None, "same", (norm.features,))
+    keys[f"{prefix}.num_batches_tracked"] = Target(None, "same", ())
+  return keys
+
+
+def _conv_norm_keys(conv_prefix: str, norm_prefix: str, path: tuple, unit) -> dict:
+  keys = _conv_keys(conv_prefix, (*path, "conv"))
+  if unit.norm is not None:
+    keys |= _norm_keys(norm_prefix, (*path, "norm"), unit.norm)
+  return keys
+
+
+def _resnet_keys(model: BcosResNet) -> dict[str, Target]:
+  # v1 checkpoints hold the network as the first module of a Sequential.
+  config = getattr(model, "config", None)
+  p = "0." if config is not None and config.name.startswith("v1_") else ""
+  keys = _conv_keys(f"{p}conv1", ("conv1",))
+  if model.bn1 is not None:
+    keys |= _norm_keys(f"{p}bn1", ("bn1",), model.bn1)
+  for s, stage in enumerate(model.stages):
+    for j, block in enumerate(stage):
+      prefix, path = f"{p}layer{s + 1}.{j}", ("stages", s, j)
+      for n, name in enumerate(("conv1", "conv2", "conv3")):
+        if hasattr(block, name):
+          keys |= _conv_norm_keys(f"{prefix}.{name}", f"{prefix}.bn{n + 1}", (*path, name),
+                                  getattr(block, name))
+      if block.downsample is not None:
+        keys |= _conv_norm_keys(f"{prefix}.downsample.0", f"{prefix}.downsample.1",
+                                (*path, "downsample"), block.downsample)
+  return keys | _conv_keys(f"{p}fc", ("fc",))
+
+
 # Model class -> its key map. The zoo's families add theirs here.
 KEY_MAPS: dict[type, Callable[[nnx.Module], dict[str, Target]]] = {
     CifarNet9L: _cifar9l_keys,
+    BcosResNet: _resnet_keys,
 }
 
 
@@ -70,6 +123,9 @@ def expected_state_dict_shapes(model: nnx.Module) -> dict[str, tuple[int, ...]]:
   """The official key -> PyTorch shape that `model` expects."""
   shapes = {}
   for key, target in key_map(model).items():
+    if target.path is None:
+      shapes[key] = target.shape
+      continue
     shape = tuple(_variable(model, target.path).get_value().shape)
     shapes[key] = _permute(shape, _TO_TORCH[target.layout])
   return shapes
@@ -108,7 +164,9 @@ def from_torch_state_dict(name: str, state_dict: Mapping[str, np.ndarray],
     **overrides: model options, e.g. `num_classes`.
 
   Returns:
-    The model, with float32 parameters.
+    The model, with float32 parameters, in evaluation mode (norm layers use
+    their running statistics; `nnx.view(model, use_running_average=False)`
+    to fine-tune).
 
   Raises:
     StateDictMismatchError: listing every missing, unexpected or mis-shaped key.
@@ -127,8 +185,11 @@ def from_torch_state_dict(name: str, state_dict: Mapping[str, np.ndarray],
   # Fill the abstract model: every variable comes from the state dict, so no
   # random initialisation runs (that matters for 100M-parameter models).
   for key, target in key_map(abstract).items():
+    if target.path is None:
+      continue
     value = np.asarray(state_dict[key], dtype=np.float32)
     if _TO_JAX[target.layout] is not None:
       value = np.transpose(value, _TO_JAX[target.layout])
     _variable(abstract, target.path).set_value(jnp.asarray(value))
-  return abstract
+  # Imported weights are for inference: norm layers use their running statistics.
+  return nnx.view(abstract, use_running_average=True, raise_if_not_found=False)

@@ -12,7 +12,7 @@ from bcos_jax import explain as bx
 from bcos_jax import models, nn
 from bcos_jax.convert import from_torch_state_dict
 
-GOLDEN_MODELS = ["v1_cifar9l_b2", "v1_cifar9l_b1.25"]
+GOLDEN_MODELS = ["v1_cifar9l_b2", "v1_cifar9l_b1.25", "resnet18", "v1_resnet34"]
 
 
 def _golden(name):
@@ -28,10 +28,12 @@ def test_golden_model_explanations(name):
   assert int(golden["image_size"]) == x6.shape[1]
   e = bx.explain(model, x6)
   n, h, w = golden["contributions"].shape
-  chex.assert_shape(e.logits, (n, 10))
+  chex.assert_shape(e.logits, (n, golden["logits"].shape[1]))
   chex.assert_shape(e.weights, (n, h, w, 6))
   chex.assert_shape(e.contributions, (n, h, w))
   assert_close(e.logits, golden["logits"], name="logits")
+  bias = model.logit_layer.bias  # the logits minus their constant, where the model is
+  assert_close(e.logits - bias, golden["logits"] - bias, name="logits - bias")
   np.testing.assert_array_equal(e.targets, golden["targets"])
   assert_close(e.weights, np.transpose(golden["dynamic_weights"], (0, 2, 3, 1)), name="weights")
   assert_close(e.contributions, golden["contributions"], name="contributions")
@@ -50,9 +52,18 @@ def _images(n=3, size=16, seed=0):
   return nn.add_inverse(rgb)
 
 
-@pytest.mark.parametrize("name", models.names())
+SMALL = {"cifar9l": dict(channels=(8, 8, 16, 16, 16, 16, 16, 16)),
+         "resnet": dict(layers=(1, 1), width=8, num_classes=10)}
+
+
+@pytest.mark.parametrize("name", [n for n in models.names() if "cifar9l" in n]
+                         + ["resnet18", "resnet50", "resnext50_32x4d", "v1_resnet34"])
 def test_contributions_sum_to_logit_minus_bias(name):
-  model = _random_model(name)
+  family = "cifar9l" if "cifar9l" in name else "resnet"
+  overrides = dict(SMALL[family])
+  if name == "resnext50_32x4d":
+    overrides.update(groups=2, width_per_group=32)
+  model = models.create(name, rngs=nnx.Rngs(0), **overrides)
   x6 = _images()
   e = bx.explain(model, x6)
   target_logits = jnp.take_along_axis(e.logits, e.targets[:, None], axis=1)[:, 0]
