@@ -2,5 +2,6 @@
 
 from bcos_jax.models import cifar, resnet  # noqa: F401  (registering the families)
 from bcos_jax.models.registry import ModelConfig, config_for, create, names
+from bcos_jax.models.saving import load, save
 
-__all__ = ["ModelConfig", "config_for", "create", "names"]
+__all__ = ["ModelConfig", "config_for", "create", "load", "names", "save"]
