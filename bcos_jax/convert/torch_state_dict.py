@@ -16,6 +16,7 @@ from flax import nnx
 from bcos_jax import models
 from bcos_jax.models.cifar import CifarNet9L
 from bcos_jax.models.resnet import BcosResNet
+from bcos_jax.models.vit import BcosSimpleViT
 from bcos_jax.nn.norms import BatchNorm
 
 
@@ -96,10 +97,35 @@ def _resnet_keys(model: BcosResNet) -> dict[str, Target]:
   return keys | _conv_keys(f"{p}fc", ("fc",))
 
 
+def _vit_keys(model: BcosSimpleViT) -> dict[str, Target]:
+  p = "0."  # the hub model is Sequential(vit, logit layer)
+  keys = {}
+  for i, layer in enumerate(model.stem):
+    keys |= _conv_keys(f"{p}to_patch_embedding.conv_stem.{3 * i}", ("stem", i, "conv"))
+    keys |= _norm_keys(f"{p}to_patch_embedding.conv_stem.{3 * i + 1}", ("stem", i, "norm"),
+                       layer.norm)
+  keys[f"{p}to_patch_embedding.linear.linear.weight"] = Target(("patch_embedding", "kernel"),
+                                                                "dense")
+  for i, encoder in enumerate(model.encoders):
+    prefix, path = f"{p}transformer.encoder_{i}", ("encoders", i)
+    keys |= _norm_keys(f"{prefix}.attn.norm", (*path, "attn", "norm"), encoder.attn.norm)
+    keys[f"{prefix}.attn.to_qkv.weight"] = Target((*path, "attn", "to_qkv", "kernel"), "dense")
+    keys[f"{prefix}.attn.to_out.linear.weight"] = Target((*path, "attn", "to_out", "kernel"),
+                                                         "dense")
+    keys |= _norm_keys(f"{prefix}.ff.net.norm", (*path, "ff", "norm"), encoder.ff.norm)
+    for name in ("linear1", "linear2"):
+      keys[f"{prefix}.ff.net.{name}.linear.weight"] = Target((*path, "ff", name, "kernel"),
+                                                             "dense")
+  keys |= _norm_keys(f"{p}linear_head.norm", ("head_norm",), model.head_norm)
+  keys[f"{p}linear_head.linear.linear.weight"] = Target(("head", "kernel"), "dense")
+  return keys
+
+
 # Model class -> its key map. The zoo's families add theirs here.
 KEY_MAPS: dict[type, Callable[[nnx.Module], dict[str, Target]]] = {
     CifarNet9L: _cifar9l_keys,
     BcosResNet: _resnet_keys,
+    BcosSimpleViT: _vit_keys,
 }
 
 

@@ -12,7 +12,8 @@ from bcos_jax import explain as bx
 from bcos_jax import models, nn
 from bcos_jax.convert import from_torch_state_dict
 
-GOLDEN_MODELS = ["v1_cifar9l_b2", "v1_cifar9l_b1.25", "resnet18", "v1_resnet34"]
+GOLDEN_MODELS = ["v1_cifar9l_b2", "v1_cifar9l_b1.25", "resnet18", "v1_resnet34",
+                 "simple_vit_ti_patch16_224"]
 
 
 def _golden(name):
@@ -71,6 +72,24 @@ def test_contributions_sum_to_logit_minus_bias(name):
                               target_logits - model.logit_layer.bias, rtol=2e-4,
                               atol=1e-5 * float(jnp.abs(target_logits).max()))
   np.testing.assert_array_equal(e.targets, jnp.argmax(e.logits, axis=-1))
+
+
+@pytest.mark.parametrize("name, overrides", [
+    ("simple_vit_ti_patch16_224", dict(patch_size=4, dim=16, depth=2, heads=2, mlp_dim=32)),
+    ("vitc_ti_patch1_14", dict(conv_stem=(8, 16), dim=16, depth=1, heads=2, mlp_dim=32)),
+])
+def test_vit_explanations_are_the_dynamic_linear_map(name, overrides):
+  """ViTs add a fixed position embedding, so contributions do not sum to the logit;
+  W(x) must still be the explanation-mode gradient, with q and k detached."""
+  model = models.create(name, rngs=nnx.Rngs(0), num_classes=10, **overrides)
+  x6 = _images(2)
+  e = bx.explain(model, x6, jnp.array([3, 7]))
+  chex.assert_shape(e.weights, (2, 16, 16, 6))
+  for i, t in enumerate((3, 7)):
+    grad = jax.jit(jax.grad(lambda x, i=i, t=t: model(x, explain=True)[i, t]))(x6)
+    assert_close(e.weights[i], grad[i], rtol=1e-5)
+  normal = jax.jit(jax.grad(lambda x: model(x)[0, 3]))(x6)
+  assert float(jnp.abs(normal[0] - e.weights[0]).max()) > 1e-4 * float(jnp.abs(normal).max())
 
 
 def test_several_targets_per_image_in_one_call():

@@ -1,0 +1,155 @@
+"""B-cos Simple ViT and ViT-C (a ViT with a convolutional stem), v2 hub names.
+
+Simple ViT (Beyer et al. 2022): patch embedding, fixed 2-D sin-cos position
+embedding, pre-norm encoder blocks, mean pooling, a norm and a linear head.
+The B-cos version makes every linear map (but q, k, v) a `BcosDense`, has no
+MLP activation, uses LayerNorms without bias, and in explanation mode
+detaches q and k, so attention is a dynamic linear map of v.
+"""
+
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from bcos_jax.models import registry
+from bcos_jax.nn import BcosConv, BcosDense, LogitLayer, check_encoded, make_norm
+
+
+def sincos_position_embedding(height: int, width: int, dim: int,
+                              temperature: float = 10_000.0) -> jax.Array:
+  """(height·width, dim): [sin(x·ω), cos(x·ω), sin(y·ω), cos(y·ω)], rows first."""
+  if dim % 4:
+    raise ValueError(f"the embedding dimension must be a multiple of 4, got {dim}")
+  y, x = jnp.meshgrid(jnp.arange(height), jnp.arange(width), indexing="ij")
+  omega = 1.0 / temperature ** (jnp.arange(dim // 4) / (dim // 4 - 1))
+  y = y.reshape(-1)[:, None] * omega[None]
+  x = x.reshape(-1)[:, None] * omega[None]
+  return jnp.concatenate([jnp.sin(x), jnp.cos(x), jnp.sin(y), jnp.cos(y)], axis=1)
+
+
+class Attention(nnx.Module):
+  def __init__(self, dim: int, heads: int, *, b: float, norm: str, rngs: nnx.Rngs):
+    self.heads = heads
+    self.norm = make_norm(norm, dim)
+    # q, k, v come from a plain linear map, as in the official model.
+    self.to_qkv = nnx.Linear(dim, 3 * dim, use_bias=False, rngs=rngs)
+    self.to_out = BcosDense(dim, dim, b=b, rngs=rngs)
+
+  def __call__(self, x, *, explain=False):
+    x = self.norm(x, explain=explain)
+    n, t, d = x.shape
+    q, k, v = jnp.split(self.to_qkv(x), 3, axis=-1)
+    q, k, v = (a.reshape(n, t, self.heads, d // self.heads) for a in (q, k, v))
+    if explain:  # the attention weights are the dynamic part
+      q, k = jax.lax.stop_gradient(q), jax.lax.stop_gradient(k)
+    dots = jnp.einsum("nqhd,nkhd->nhqk", q, k) * (d // self.heads) ** -0.5
+    out = jnp.einsum("nhqk,nkhd->nqhd", jax.nn.softmax(dots, axis=-1), v)
+    return self.to_out(out.reshape(n, t, d), explain=explain)
+
+
+class FeedForward(nnx.Module):
+  def __init__(self, dim: int, hidden: int, *, b: float, norm: str, rngs: nnx.Rngs):
+    self.norm = make_norm(norm, dim)
+    self.linear1 = BcosDense(dim, hidden, b=b, rngs=rngs)
+    self.linear2 = BcosDense(hidden, dim, b=b, rngs=rngs)
+
+  def __call__(self, x, *, explain=False):
+    x = self.norm(x, explain=explain)
+    return self.linear2(self.linear1(x, explain=explain), explain=explain)
+
+
+class Encoder(nnx.Module):
+  def __init__(self, dim, heads, mlp_dim, *, b, norm, rngs):
+    self.attn = Attention(dim, heads, b=b, norm=norm, rngs=rngs)
+    self.ff = FeedForward(dim, mlp_dim, b=b, norm=norm, rngs=rngs)
+
+  def __call__(self, x, *, explain=False):
+    x = self.attn(x, explain=explain) + x
+    return self.ff(x, explain=explain) + x
+
+
+class ConvStemLayer(nnx.Module):
+  """A 3×3 B-cos conv (stride 2 when it widens) and a 2-D norm (ViT-C's stem)."""
+
+  def __init__(self, c_in, c_out, *, b, norm2d, rngs):
+    self.conv = BcosConv(c_in, c_out, 3, strides=2 if c_out > c_in else 1, padding=1, b=b,
+                         rngs=rngs)
+    self.norm = make_norm(norm2d, c_out)
+
+  def __call__(self, x, *, explain=False):
+    return self.norm(self.conv(x, explain=explain), explain=explain)
+
+
+class BcosSimpleViT(nnx.Module):
+  """A B-cos Simple ViT on NHWC images encoded with `add_inverse`.
+
+  Args:
+    patch_size: side of the square patches (1 for ViT-C, after its stem).
+    dim, depth, heads, mlp_dim: the transformer's size.
+    conv_stem: output channels of the ViT-C stem's layers (empty: none).
+    num_classes: logits.
+    b: alignment pressure of every B-cos layer.
+    norm: the token norm layer (a `bcos_jax.nn.NORM_LAYERS` name).
+    norm2d: the stem's norm layer.
+    logit_temperature, logit_bias: logits = head / temperature + bias;
+      bias None means -log(num_classes - 1).
+    rngs: initialisation randomness.
+  """
+
+  def __init__(self, *, patch_size: int = 16, dim: int = 192, depth: int = 12, heads: int = 3,
+               mlp_dim: int = 768, conv_stem: Sequence[int] = (), num_classes: int = 1000,
+               b: float = 2.0, norm: str = "NoBias(DetachableLayerNorm)",
+               norm2d: str = "NoBias(DetachableGNLayerNorm2d)", logit_temperature: float = 1.0,
+               logit_bias: float | None = None, rngs: nnx.Rngs):
+    self.patch_size = patch_size
+    channels = [6, *conv_stem]
+    self.stem = nnx.List([ConvStemLayer(c_in, c_out, b=b, norm2d=norm2d, rngs=rngs)
+                          for c_in, c_out in zip(channels[:-1], channels[1:], strict=True)])
+    self.patch_embedding = BcosDense(channels[-1] * patch_size**2, dim, b=b, rngs=rngs)
+    self.encoders = nnx.List([Encoder(dim, heads, mlp_dim, b=b, norm=norm, rngs=rngs)
+                              for _ in range(depth)])
+    self.head_norm = make_norm(norm, dim)
+    self.head = BcosDense(dim, num_classes, b=b, rngs=rngs)
+    bias = -math.log(num_classes - 1) if logit_bias is None else logit_bias
+    self.logit_layer = LogitLayer(logit_temperature, bias)
+
+  def __call__(self, x: jax.Array, *, explain: bool = False) -> jax.Array:
+    check_encoded(x, "BcosSimpleViT")
+    for layer in self.stem:
+      x = layer(x, explain=explain)
+    n, h, w, c = x.shape
+    p = self.patch_size
+    if h % p or w % p:
+      raise ValueError(f"image size {h}×{w} (after the stem) is not a multiple of the patch "
+                       f"size {p}")
+    # (N, H, W, C) -> (N, H/p, W/p, p·p·C), the official (p1 p2 c) order.
+    patches = x.reshape(n, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
+    tokens = self.patch_embedding(patches.reshape(n, (h // p) * (w // p), p * p * c),
+                                  explain=explain)
+    tokens = tokens + sincos_position_embedding(h // p, w // p, tokens.shape[-1])
+    for encoder in self.encoders:
+      tokens = encoder(tokens, explain=explain)
+    pooled = self.head_norm(tokens.mean(axis=1), explain=explain)
+    return self.logit_layer(self.head(pooled, explain=explain))
+
+
+_SIZES = {"ti": dict(dim=192, heads=3, mlp_dim=768), "s": dict(dim=384, heads=6, mlp_dim=1536),
+          "b": dict(dim=768, heads=12, mlp_dim=3072), "l": dict(dim=1024, heads=16, mlp_dim=4096)}
+_STEMS = {"ti": (24, 48, 96, 192), "s": (48, 96, 192, 384), "b": (64, 128, 128, 256, 256, 512),
+          "l": (64, 128, 128, 256, 256, 512)}
+
+
+def _register() -> None:
+  for size, dims in _SIZES.items():
+    depth = 14 if size == "l" else 12
+    registry.register(f"simple_vit_{size}_patch16_224", BcosSimpleViT, patch_size=16,
+                      depth=depth, **dims)
+    # ViT-C: one block fewer, to account for the stem (as in the official models).
+    registry.register(f"vitc_{size}_patch1_14", BcosSimpleViT, patch_size=1, depth=depth - 1,
+                      conv_stem=_STEMS[size], **dims)
+
+
+_register()
