@@ -15,6 +15,7 @@ from flax import nnx
 
 from bcos_jax import models
 from bcos_jax.models.cifar import CifarNet9L
+from bcos_jax.models.densenet import BcosDenseNet
 from bcos_jax.models.resnet import BcosResNet
 from bcos_jax.models.vit import BcosSimpleViT
 from bcos_jax.nn.norms import BatchNorm
@@ -97,6 +98,23 @@ def _resnet_keys(model: BcosResNet) -> dict[str, Target]:
   return keys | _conv_keys(f"{p}fc", ("fc",))
 
 
+def _densenet_keys(model: BcosDenseNet) -> dict[str, Target]:
+  keys = _conv_keys("features.conv0", ("conv0",))
+  keys |= _norm_keys("features.norm0", ("norm0",), model.norm0)
+  for b, block in enumerate(model.blocks):
+    for j, layer in enumerate(block):
+      prefix, path = f"features.denseblock{b + 1}.denselayer{j + 1}", ("blocks", b, j)
+      for n in (1, 2):
+        keys |= _norm_keys(f"{prefix}.norm{n}", (*path, f"norm{n}"), getattr(layer, f"norm{n}"))
+        keys |= _conv_keys(f"{prefix}.conv{n}", (*path, f"conv{n}"))
+  for t, transition in enumerate(model.transitions):
+    prefix = f"features.transition{t + 1}"
+    keys |= _norm_keys(f"{prefix}.norm", ("transitions", t, "norm"), transition.norm)
+    keys |= _conv_keys(f"{prefix}.conv", ("transitions", t, "conv"))
+  keys |= _norm_keys("features.norm5", ("norm5",), model.norm5)
+  return keys | _conv_keys("classifier", ("classifier",))
+
+
 def _vit_keys(model: BcosSimpleViT) -> dict[str, Target]:
   p = "0."  # the hub model is Sequential(vit, logit layer)
   keys = {}
@@ -126,6 +144,7 @@ KEY_MAPS: dict[type, Callable[[nnx.Module], dict[str, Target]]] = {
     CifarNet9L: _cifar9l_keys,
     BcosResNet: _resnet_keys,
     BcosSimpleViT: _vit_keys,
+    BcosDenseNet: _densenet_keys,
 }
 
 
