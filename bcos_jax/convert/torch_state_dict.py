@@ -17,6 +17,7 @@ from bcos_jax import models
 from bcos_jax.models.cifar import CifarNet9L
 from bcos_jax.models.densenet import BcosDenseNet
 from bcos_jax.models.resnet import BcosResNet
+from bcos_jax.models.vgg import BcosVGG
 from bcos_jax.models.vit import BcosSimpleViT
 from bcos_jax.nn.norms import BatchNorm
 
@@ -115,6 +116,23 @@ def _densenet_keys(model: BcosDenseNet) -> dict[str, Target]:
   return keys | _conv_keys("classifier", ("classifier",))
 
 
+def _vgg_keys(model: BcosVGG) -> dict[str, Target]:
+  keys, index, blocks = {}, 0, iter(enumerate(model.blocks))
+  for entry in model.layers:  # torch's Sequential: conv, norm per conv; one pooling per "M"
+    if entry == "M":
+      index += 1
+      continue
+    b, block = next(blocks)
+    keys |= _conv_keys(f"features.{index}", ("blocks", b, "conv"))
+    index += 1
+    if block.norm is not None:
+      keys |= _norm_keys(f"features.{index}", ("blocks", b, "norm"), block.norm)
+      index += 1
+  for i in range(len(model.classifier)):
+    keys |= _conv_keys(f"classifier.{i}", ("classifier", i))
+  return keys
+
+
 def _vit_keys(model: BcosSimpleViT) -> dict[str, Target]:
   p = "0."  # the hub model is Sequential(vit, logit layer)
   keys = {}
@@ -145,6 +163,7 @@ KEY_MAPS: dict[type, Callable[[nnx.Module], dict[str, Target]]] = {
     BcosResNet: _resnet_keys,
     BcosSimpleViT: _vit_keys,
     BcosDenseNet: _densenet_keys,
+    BcosVGG: _vgg_keys,
 }
 
 
