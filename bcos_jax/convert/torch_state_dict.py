@@ -15,6 +15,7 @@ from flax import nnx
 
 from bcos_jax import models
 from bcos_jax.models.cifar import CifarNet9L
+from bcos_jax.models.convnext import BcosConvNeXt
 from bcos_jax.models.densenet import BcosDenseNet
 from bcos_jax.models.resnet import BcosResNet
 from bcos_jax.models.vgg import BcosVGG
@@ -31,19 +32,27 @@ class Target:
   present, and its shape is checked against `shape`.
   """
   path: tuple[str | int, ...] | None
-  layout: str  # "conv" (OIHW -> HWIO), "dense" ((out, in) -> (in, out)) or "same".
+  layout: str  # "conv" (OIHW -> HWIO), "dense" ((out, in) -> (in, out)), "same" or
+  # "layer_scale" ((C, 1, 1) -> (C,)).
   shape: tuple[int, ...] | None = None  # for path=None only
 
 
 # Layout -> the axis permutation from the PyTorch array to the bcos_jax one.
-_TO_JAX: dict[str, tuple[int, ...] | None] = {"conv": (2, 3, 1, 0), "dense": (1, 0), "same": None}
+_TO_JAX: dict[str, tuple[int, ...] | None] = {"conv": (2, 3, 1, 0), "dense": (1, 0), "same": None,
+                                               "layer_scale": None}
 # ... and back, for shapes: HWIO -> OIHW, (in, out) -> (out, in).
 _TO_TORCH: dict[str, tuple[int, ...] | None] = {"conv": (3, 2, 0, 1), "dense": (1, 0),
-                                                  "same": None}
+                                                  "same": None, "layer_scale": None}
 
 
 def _permute(shape: tuple[int, ...], perm: tuple[int, ...] | None) -> tuple[int, ...]:
   return shape if perm is None else tuple(shape[i] for i in perm)
+
+
+def _torch_shape(shape: tuple[int, ...], layout: str) -> tuple[int, ...]:
+  if layout == "layer_scale":  # torch keeps (C, 1, 1) to broadcast over NCHW
+    return (*shape, 1, 1)
+  return _permute(shape, _TO_TORCH[layout])
 
 
 class StateDictMismatchError(ValueError):
@@ -133,6 +142,28 @@ def _vgg_keys(model: BcosVGG) -> dict[str, Target]:
   return keys
 
 
+def _convnext_keys(model: BcosConvNeXt) -> dict[str, Target]:
+  keys = _conv_keys("features.0", ("stem",)) | _norm_keys("features.1", ("stem_norm",),
+                                                          model.stem_norm)
+  index = 2  # torch's features: stem conv, stem norm, then stage, downsample, stage, ...
+  for s, stage in enumerate(model.stages):
+    for j, block in enumerate(stage):
+      prefix, path = f"features.{index}.{j}", ("stages", s, j)
+      keys[f"{prefix}.layer_scale"] = Target((*path, "layer_scale"), "layer_scale")
+      keys |= _conv_keys(f"{prefix}.block.0", (*path, "dwconv"))
+      keys |= _norm_keys(f"{prefix}.block.1", (*path, "norm"), block.norm)
+      keys |= _conv_keys(f"{prefix}.block.2", (*path, "pwconv1"))
+      keys |= _conv_keys(f"{prefix}.block.3", (*path, "pwconv2"))
+    index += 1
+    if s < len(model.downsamples):
+      down = model.downsamples[s]
+      keys |= _norm_keys(f"features.{index}.0", ("downsamples", s, "norm"), down.norm)
+      keys |= _conv_keys(f"features.{index}.1", ("downsamples", s, "conv"))
+      index += 1
+  keys |= _norm_keys("classifier.0", ("head_norm",), model.head_norm)
+  return keys | _conv_keys("classifier.1", ("head",))
+
+
 def _vit_keys(model: BcosSimpleViT) -> dict[str, Target]:
   p = "0."  # the hub model is Sequential(vit, logit layer)
   keys = {}
@@ -164,6 +195,7 @@ KEY_MAPS: dict[type, Callable[[nnx.Module], dict[str, Target]]] = {
     BcosSimpleViT: _vit_keys,
     BcosDenseNet: _densenet_keys,
     BcosVGG: _vgg_keys,
+    BcosConvNeXt: _convnext_keys,
 }
 
 
@@ -191,7 +223,7 @@ def expected_state_dict_shapes(model: nnx.Module) -> dict[str, tuple[int, ...]]:
       shapes[key] = target.shape
       continue
     shape = tuple(_variable(model, target.path).get_value().shape)
-    shapes[key] = _permute(shape, _TO_TORCH[target.layout])
+    shapes[key] = _torch_shape(shape, target.layout)
   return shapes
 
 
@@ -254,6 +286,8 @@ def from_torch_state_dict(name: str, state_dict: Mapping[str, np.ndarray],
     value = np.asarray(state_dict[key], dtype=np.float32)
     if _TO_JAX[target.layout] is not None:
       value = np.transpose(value, _TO_JAX[target.layout])
+    if target.layout == "layer_scale":
+      value = value.reshape(-1)
     _variable(abstract, target.path).set_value(jnp.asarray(value))
   # Imported weights are for inference: norm layers use their running statistics.
   return nnx.view(abstract, use_running_average=True, raise_if_not_found=False)

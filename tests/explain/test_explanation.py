@@ -57,12 +57,13 @@ SMALL = {"cifar9l": dict(channels=(8, 8, 16, 16, 16, 16, 16, 16)),
          "resnet": dict(layers=(1, 1), width=8, num_classes=10),
          "densenet": dict(growth_rate=4, block_config=(2, 2), num_init_features=8, bn_size=2,
                           num_classes=10),
-         "vgg": dict(layers=(8, "M", 16, "M"), hidden=16, num_classes=10)}
+         "vgg": dict(layers=(8, "M", 16, "M"), hidden=16, num_classes=10),
+         "convnext": dict(dims=(8, 16), depths=(1, 1), layer_scale=0.5, num_classes=10)}
 
 
 @pytest.mark.parametrize("name", [n for n in models.names() if "cifar9l" in n]
                          + ["resnet18", "resnet50", "resnext50_32x4d", "v1_resnet34",
-                            "densenet121", "vgg11_bnu"])
+                            "densenet121", "vgg11_bnu", "convnext_tiny", "convnext_tiny_bnu"])
 def test_contributions_sum_to_logit_minus_bias(name):
   family = next(f for f in SMALL if f in name.replace("resnext", "resnet"))
   overrides = dict(SMALL[family])
