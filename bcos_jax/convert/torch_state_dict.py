@@ -88,10 +88,14 @@ def _conv_norm_keys(conv_prefix: str, norm_prefix: str, path: tuple, unit) -> di
   return keys
 
 
-def _resnet_keys(model: BcosResNet) -> dict[str, Target]:
-  # v1 checkpoints hold the network as the first module of a Sequential.
+def _v1_prefix(model: nnx.Module) -> str:
+  """v1 checkpoints hold the network as the first module of a Sequential."""
   config = getattr(model, "config", None)
-  p = "0." if config is not None and config.name.startswith("v1_") else ""
+  return "0." if config is not None and config.name.startswith("v1_") else ""
+
+
+def _resnet_keys(model: BcosResNet) -> dict[str, Target]:
+  p = _v1_prefix(model)
   keys = _conv_keys(f"{p}conv1", ("conv1",))
   if model.bn1 is not None:
     keys |= _norm_keys(f"{p}bn1", ("bn1",), model.bn1)
@@ -126,19 +130,20 @@ def _densenet_keys(model: BcosDenseNet) -> dict[str, Target]:
 
 
 def _vgg_keys(model: BcosVGG) -> dict[str, Target]:
+  p = _v1_prefix(model)
   keys, index, blocks = {}, 0, iter(enumerate(model.blocks))
   for entry in model.layers:  # torch's Sequential: conv, norm per conv; one pooling per "M"
     if entry == "M":
       index += 1
       continue
     b, block = next(blocks)
-    keys |= _conv_keys(f"features.{index}", ("blocks", b, "conv"))
+    keys |= _conv_keys(f"{p}features.{index}", ("blocks", b, "conv"))
     index += 1
     if block.norm is not None:
-      keys |= _norm_keys(f"features.{index}", ("blocks", b, "norm"), block.norm)
+      keys |= _norm_keys(f"{p}features.{index}", ("blocks", b, "norm"), block.norm)
       index += 1
   for i in range(len(model.classifier)):
-    keys |= _conv_keys(f"classifier.{i}", ("classifier", i))
+    keys |= _conv_keys(f"{p}classifier.{i}", ("classifier", i))
   return keys
 
 

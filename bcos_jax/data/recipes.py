@@ -11,8 +11,10 @@ import functools
 from collections.abc import Callable
 
 import numpy as np
+from PIL import Image
 
 from bcos_jax.data import augment, randaugment
+from bcos_jax.data.decode import draft_for_box, open_image
 
 TrainTransform = Callable[[dict, np.random.Generator], dict]
 EvalTransform = Callable[[dict], dict]
@@ -44,14 +46,18 @@ def _small_eval(record) -> dict:
   return _record(record["image"], record)
 
 
-# -- ImageNet, v1 (Sec. C.1.2): RandomResizedCrop 224, flip, RandAugment(2, 9),
-# ColorJitter(0.4, 0.4, 0.4), PCA lighting 0.1. RandAugment acts on the crop,
-# as in torchvision-style pipelines (crop first), which also keeps it cheap.
+# -- ImageNet, v1 (Sec. C.1.2 and the official code, in its order): RandAugment(2, 9)
+# on the whole image, RandomResizedCrop, flip, ColorJitter(0.4, 0.4, 0.4), PCA lighting.
 
 def _imagenet_v1_train(record, rng, size: int) -> dict:
-  image = augment.random_resized_crop(record["image"], rng, size)
-  image = augment.horizontal_flip(image, rng)
-  image = randaugment.rand_augment(image, rng, num_ops=2, magnitude=9, space="v1")
+  image = open_image(record["image"])  # not decoded yet
+  # RandAugment keeps the image size, so the crop box can be drawn first and a
+  # JPEG decoded at the reduced size the crop allows.
+  left, top, w, h = augment.random_resized_crop_box(*image.size, rng)
+  factor = draft_for_box(image, (w, h), (size, size))
+  image = randaugment.rand_augment_v1(augment.as_pil(image), rng, num_ops=2, magnitude=9)
+  box = (left * factor, top * factor, (left + w) * factor, (top + h) * factor)
+  image = augment.horizontal_flip(image.resize((size, size), Image.BILINEAR, box=box), rng)
   image = augment.color_jitter(image, rng)
   return _record(augment.pca_lighting(image, rng), record)
 
@@ -75,7 +81,7 @@ def _bcos_final_long_train(record, rng, size: int = 176) -> dict:
 
 def _vit_train(record, rng, size: int = 224) -> dict:
   image = augment.random_resized_crop(record["image"], rng, size)
-  image = randaugment.rand_augment(image, rng, num_ops=2, magnitude=10, space="torchvision")
+  image = randaugment.rand_augment(image, rng, num_ops=2, magnitude=10)
   return _record(augment.horizontal_flip(image, rng), record)
 
 
@@ -86,8 +92,8 @@ RECIPES: dict[str, Recipe] = {
                      "random crop 32 with 4-pixel zero padding (no flip: digits have a side)"),
     "imagenet_v1": Recipe(functools.partial(_imagenet_v1_train, size=224),
                           functools.partial(_resize_crop_eval, resize=256, crop=224), 224,
-                          "RandomResizedCrop 224, flip, RandAugment(2, 9), ColorJitter 0.4, "
-                          "lighting 0.1; eval resize 256, centre crop 224"),
+                          "RandAugment(2, 9) (v1 code), RandomResizedCrop 224, flip, "
+                          "ColorJitter 0.4, lighting 0.1; eval resize 256, centre crop 224"),
     "inception_v1": Recipe(functools.partial(_imagenet_v1_train, size=299),
                            functools.partial(_resize_crop_eval, resize=320, crop=299), 299,
                            "as imagenet_v1 at 299; eval resize 320, centre crop 299"),

@@ -22,9 +22,9 @@ def _check(out, shape):
   assert out.dtype == np.uint8
 
 
-@pytest.mark.parametrize("space", ["v1", "torchvision", "wide"])
+@pytest.mark.parametrize("space", ["torchvision", "wide"])
 @pytest.mark.parametrize("op", randaugment.OPS)
-def test_each_randaugment_op(sample_images, op, space):
+def test_each_torchvision_op(sample_images, op, space):
   image = Image.fromarray(sample_images["chelsea"]).resize((224, 224))
   out = randaugment.apply_op(image, op, 0.5, 1.0, space)
   _check(out, (224, 224, 3))
@@ -34,17 +34,38 @@ def test_each_randaugment_op(sample_images, op, space):
   assert changed == (op != "identity"), op
 
 
+@pytest.mark.parametrize("op, low, high", randaugment.V1_OPS)
+def test_each_v1_op_at_magnitude_9(sample_images, op, low, high):
+  image = Image.fromarray(sample_images["chelsea"]).resize((224, 224))
+  value = 9 / 30 * (high - low) + low
+  out = randaugment.apply_v1_op(image, op, value, _rng(5))
+  _check(out, (224, 224, 3))
+  np.testing.assert_array_equal(_array(out),
+                                _array(randaugment.apply_v1_op(image, op, value, _rng(5))))
+  assert np.any(_array(out) != _array(image)), op
+
+
+def test_v1_quirks_are_kept(sample_images):
+  image = Image.fromarray(sample_images["coffee"]).resize((64, 64))
+  # Posterize at m=9 keeps int(1.2) = 1 bit: only values 0 and 128 remain.
+  posterized = _array(randaugment.apply_v1_op(image, "posterize", 1.2, _rng()))
+  assert set(np.unique(posterized)) <= {0, 128}
+  # Enhancements are unsigned: m=9 gives the factor 0.64 (a darker image).
+  darker = _array(randaugment.apply_v1_op(image, "brightness", 0.64, _rng()))
+  assert darker.mean() < _array(image).mean()
+
+
 @pytest.mark.parametrize("op", ["rotate", "shear_x", "translate_y", "brightness", "solarize",
                                 "posterize"])
 def test_zero_magnitude_keeps_the_image(sample_images, op):
   image = Image.fromarray(sample_images["coffee"]).resize((64, 64))
-  np.testing.assert_array_equal(_array(randaugment.apply_op(image, op, 0.0, 1.0, "v1")),
-                                _array(image))
+  np.testing.assert_array_equal(
+      _array(randaugment.apply_op(image, op, 0.0, 1.0, "torchvision")), _array(image))
 
 
 @pytest.mark.parametrize("fn", [
-    lambda im, rng: randaugment.rand_augment(im, rng, 2, 9, "v1"),
-    lambda im, rng: randaugment.rand_augment(im, rng, 2, 10, "torchvision"),
+    lambda im, rng: randaugment.rand_augment_v1(im, rng, 2, 9),
+    lambda im, rng: randaugment.rand_augment(im, rng, 2, 10),
     randaugment.trivial_augment_wide,
     lambda im, rng: augment.random_resized_crop(im, rng, 96),
     lambda im, rng: augment.color_jitter(im, rng),
