@@ -69,7 +69,10 @@ def _conv_keys(prefix: str, path: tuple) -> dict[str, Target]:
 
 
 def _norm_keys(prefix: str, path: tuple, norm) -> dict[str, Target]:
+  """The official keys of a norm layer (none for an absent one)."""
   keys = {}
+  if norm is None:
+    return keys
   if norm.scale is not None:
     keys[f"{prefix}.weight"] = Target((*path, "scale"), "same")
   if norm.bias is not None:
@@ -113,20 +116,21 @@ def _resnet_keys(model: BcosResNet) -> dict[str, Target]:
 
 
 def _densenet_keys(model: BcosDenseNet) -> dict[str, Target]:
-  keys = _conv_keys("features.conv0", ("conv0",))
-  keys |= _norm_keys("features.norm0", ("norm0",), model.norm0)
+  p = _v1_prefix(model)
+  keys = _conv_keys(f"{p}features.conv0", ("conv0",))
+  keys |= _norm_keys(f"{p}features.norm0", ("norm0",), model.norm0)
   for b, block in enumerate(model.blocks):
     for j, layer in enumerate(block):
-      prefix, path = f"features.denseblock{b + 1}.denselayer{j + 1}", ("blocks", b, j)
+      prefix, path = f"{p}features.denseblock{b + 1}.denselayer{j + 1}", ("blocks", b, j)
       for n in (1, 2):
         keys |= _norm_keys(f"{prefix}.norm{n}", (*path, f"norm{n}"), getattr(layer, f"norm{n}"))
         keys |= _conv_keys(f"{prefix}.conv{n}", (*path, f"conv{n}"))
   for t, transition in enumerate(model.transitions):
-    prefix = f"features.transition{t + 1}"
+    prefix = f"{p}features.transition{t + 1}"
     keys |= _norm_keys(f"{prefix}.norm", ("transitions", t, "norm"), transition.norm)
     keys |= _conv_keys(f"{prefix}.conv", ("transitions", t, "conv"))
-  keys |= _norm_keys("features.norm5", ("norm5",), model.norm5)
-  return keys | _conv_keys("classifier", ("classifier",))
+  keys |= _norm_keys(f"{p}features.norm5", ("norm5",), model.norm5)
+  return keys | _conv_keys(f"{p}classifier", ("classifier",))
 
 
 def _vgg_keys(model: BcosVGG) -> dict[str, Target]:

@@ -29,7 +29,7 @@ def test_imported_model_reproduces_official_logits(name):
 def test_importable_models_so_far():
   assert {"resnet18", "resnet50", "resnext50_32x4d", "v1_resnet34", "v1_cifar9l_b2",
           "densenet121", "densenet161", "simple_vit_ti_patch16_224", "vitc_b_patch1_14",
-          "vgg11_bnu", "convnext_tiny", "convnext_base_bnu", "v1_vgg11"} <= set(
+          "vgg11_bnu", "convnext_tiny", "convnext_base_bnu", "v1_vgg11", "v1_densenet121"} <= set(
       IMPORTABLE)
 
 

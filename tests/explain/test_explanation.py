@@ -63,8 +63,8 @@ SMALL = {"cifar9l": dict(channels=(8, 8, 16, 16, 16, 16, 16, 16)),
 
 @pytest.mark.parametrize("name", [n for n in models.names() if "cifar9l" in n]
                          + ["resnet18", "resnet50", "resnext50_32x4d", "v1_resnet34",
-                            "densenet121", "vgg11_bnu", "v1_vgg11", "convnext_tiny",
-                            "convnext_tiny_bnu"])
+                            "densenet121", "v1_densenet121", "vgg11_bnu", "v1_vgg11",
+                            "convnext_tiny", "convnext_tiny_bnu"])
 def test_contributions_sum_to_logit_minus_bias(name):
   family = next(f for f in SMALL if f in name.replace("resnext", "resnet"))
   overrides = dict(SMALL[family])
