@@ -17,9 +17,11 @@ from bcos_jax import models
 from bcos_jax.models.cifar import CifarNet9L
 from bcos_jax.models.convnext import BcosConvNeXt
 from bcos_jax.models.densenet import BcosDenseNet
+from bcos_jax.models.inception import BcosInceptionV3
 from bcos_jax.models.resnet import BcosResNet
 from bcos_jax.models.vgg import BcosVGG
 from bcos_jax.models.vit import BcosSimpleViT
+from bcos_jax.nn import BcosConv
 from bcos_jax.nn.norms import BatchNorm
 
 
@@ -173,6 +175,20 @@ def _convnext_keys(model: BcosConvNeXt) -> dict[str, Target]:
   return keys | _conv_keys("classifier.1", ("head",))
 
 
+def _inception_keys(model: BcosInceptionV3) -> dict[str, Target]:
+  # Module paths are the official names (Mixed_6[i] is Mixed_6b..e); the
+  # official BasicConv2d wraps each conv as ".conv", except the classifiers.
+  keys = {}
+  for path, module in nnx.iter_modules(model):
+    if not isinstance(module, BcosConv):
+      continue
+    name = ".".join(f"{p}{'bcde'[path[i + 1]]}" if p == "Mixed_6" else str(p)
+                    for i, p in enumerate(path) if not (i and path[i - 1] == "Mixed_6"))
+    wrapper = "" if path[-1] == "fc" else ".conv"
+    keys |= _conv_keys(f"0.{name}{wrapper}", path)
+  return keys
+
+
 def _vit_keys(model: BcosSimpleViT) -> dict[str, Target]:
   p = "0."  # the hub model is Sequential(vit, logit layer)
   keys = {}
@@ -205,6 +221,7 @@ KEY_MAPS: dict[type, Callable[[nnx.Module], dict[str, Target]]] = {
     BcosDenseNet: _densenet_keys,
     BcosVGG: _vgg_keys,
     BcosConvNeXt: _convnext_keys,
+    BcosInceptionV3: _inception_keys,
 }
 
 

@@ -29,7 +29,8 @@ def test_imported_model_reproduces_official_logits(name):
 def test_importable_models_so_far():
   assert {"resnet18", "resnet50", "resnext50_32x4d", "v1_resnet34", "v1_cifar9l_b2",
           "densenet121", "densenet161", "simple_vit_ti_patch16_224", "vitc_b_patch1_14",
-          "vgg11_bnu", "convnext_tiny", "convnext_base_bnu", "v1_vgg11", "v1_densenet121"} <= set(
+          "vgg11_bnu", "convnext_tiny", "convnext_base_bnu", "v1_vgg11", "v1_densenet121",
+          "v1_inception_v3"} <= set(
       IMPORTABLE)
 
 
@@ -58,6 +59,14 @@ def test_mismatches_are_reported_together():
   assert "unexpected keys: ['9.linear.weight']" in message
   assert "8.linear.weight: shape (20, 255, 1, 1)" in message
   assert "3 problem(s)" in message
+
+
+def test_inception_without_its_auxiliary_head():
+  model = nnx.eval_shape(lambda: models.create("v1_inception_v3", rngs=nnx.Rngs(0),
+                                               aux_logits=False))
+  expected = {key: tuple(shape) for key, shape, _ in MANIFESTS["v1_inception_v3"]
+              if "AuxLogits" not in key}
+  assert convert.expected_state_dict_shapes(model) == expected
 
 
 def test_wrong_number_of_classes_is_named():

@@ -98,6 +98,16 @@ def test_vit_explanations_are_the_dynamic_linear_map(name, overrides):
   assert float(jnp.abs(normal[0] - e.weights[0]).max()) > 1e-4 * float(jnp.abs(normal).max())
 
 
+def test_v1_inception_explanations_and_aux_head():
+  """The full v1 Inception-v3 at its smallest input size (75×75)."""
+  # Bias 0: the untrained logits are ~1e-4, below float32's resolution at log(0.01/0.99).
+  model = models.create("v1_inception_v3", rngs=nnx.Rngs(0), num_classes=10, logit_bias=0.0)
+  x6 = nn.add_inverse(jax.random.uniform(jax.random.key(0), (1, 75, 75, 3)))
+  e = bx.explain(model, x6)
+  assert_close(e.contributions.sum(), e.logits[0, e.targets[0]], rtol=1e-4)
+  chex.assert_shape(jax.jit(lambda x: model.aux_logits(x))(x6), (1, 10))
+
+
 def test_several_targets_per_image_in_one_call():
   model = _random_model()
   x6 = _images()
