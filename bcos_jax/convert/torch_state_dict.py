@@ -21,7 +21,7 @@ from bcos_jax.models.inception import BcosInceptionV3
 from bcos_jax.models.resnet import BcosResNet
 from bcos_jax.models.vgg import BcosVGG
 from bcos_jax.models.vit import BcosSimpleViT
-from bcos_jax.nn import BcosConv
+from bcos_jax.nn import BcosConv, BcosDense
 from bcos_jax.nn.norms import BatchNorm
 
 
@@ -189,28 +189,41 @@ def _inception_keys(model: BcosInceptionV3) -> dict[str, Target]:
   return keys
 
 
+def _linear_keys(prefix: str, path: tuple, layer) -> dict[str, Target]:
+  """A B-cos linear map (`prefix.linear.weight`) or a baseline's nn.Linear."""
+  if isinstance(layer, BcosDense):
+    return {f"{prefix}.linear.weight": Target((*path, "kernel"), "dense")}
+  keys = {f"{prefix}.weight": Target((*path, "linear", "kernel"), "dense")}
+  if layer.linear.bias is not None:
+    keys[f"{prefix}.bias"] = Target((*path, "linear", "bias"), "same")
+  return keys
+
+
 def _vit_keys(model: BcosSimpleViT) -> dict[str, Target]:
-  p = "0."  # the hub model is Sequential(vit, logit layer)
+  p = "0." if model.bcos else ""  # the B-cos hub model is Sequential(vit, logit layer)
   keys = {}
   for i, layer in enumerate(model.stem):
-    keys |= _conv_keys(f"{p}to_patch_embedding.conv_stem.{3 * i}", ("stem", i, "conv"))
-    keys |= _norm_keys(f"{p}to_patch_embedding.conv_stem.{3 * i + 1}", ("stem", i, "norm"),
-                       layer.norm)
-  keys[f"{p}to_patch_embedding.linear.linear.weight"] = Target(("patch_embedding", "kernel"),
-                                                                "dense")
+    conv, norm = f"{p}to_patch_embedding.conv_stem.{3 * i}", (f"{p}to_patch_embedding."
+                                                             f"conv_stem.{3 * i + 1}")
+    if model.bcos:
+      keys |= _conv_keys(conv, ("stem", i, "conv"))
+    else:
+      keys[f"{conv}.weight"] = Target(("stem", i, "conv", "kernel"), "conv")
+      keys[f"{conv}.bias"] = Target(("stem", i, "conv", "bias"), "same")
+    keys |= _norm_keys(norm, ("stem", i, "norm"), layer.norm)
+  keys |= _linear_keys(f"{p}to_patch_embedding.linear", ("patch_embedding",),
+                       model.patch_embedding)
   for i, encoder in enumerate(model.encoders):
     prefix, path = f"{p}transformer.encoder_{i}", ("encoders", i)
     keys |= _norm_keys(f"{prefix}.attn.norm", (*path, "attn", "norm"), encoder.attn.norm)
     keys[f"{prefix}.attn.to_qkv.weight"] = Target((*path, "attn", "to_qkv", "kernel"), "dense")
-    keys[f"{prefix}.attn.to_out.linear.weight"] = Target((*path, "attn", "to_out", "kernel"),
-                                                         "dense")
+    keys |= _linear_keys(f"{prefix}.attn.to_out", (*path, "attn", "to_out"), encoder.attn.to_out)
     keys |= _norm_keys(f"{prefix}.ff.net.norm", (*path, "ff", "norm"), encoder.ff.norm)
     for name in ("linear1", "linear2"):
-      keys[f"{prefix}.ff.net.{name}.linear.weight"] = Target((*path, "ff", name, "kernel"),
-                                                             "dense")
+      keys |= _linear_keys(f"{prefix}.ff.net.{name}", (*path, "ff", name),
+                           getattr(encoder.ff, name))
   keys |= _norm_keys(f"{p}linear_head.norm", ("head_norm",), model.head_norm)
-  keys[f"{p}linear_head.linear.linear.weight"] = Target(("head", "kernel"), "dense")
-  return keys
+  return keys | _linear_keys(f"{p}linear_head.linear", ("head",), model.head)
 
 
 # Model class -> its key map. The zoo's families add theirs here.

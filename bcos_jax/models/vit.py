@@ -1,10 +1,12 @@
-"""B-cos Simple ViT and ViT-C (a ViT with a convolutional stem), v2 hub names.
+"""Simple ViT and ViT-C (a ViT with a convolutional stem), v2 hub names.
 
 Simple ViT (Beyer et al. 2022): patch embedding, fixed 2-D sin-cos position
 embedding, pre-norm encoder blocks, mean pooling, a norm and a linear head.
 The B-cos version makes every linear map (but q, k, v) a `BcosDense`, has no
 MLP activation, uses LayerNorms without bias, and in explanation mode
-detaches q and k, so attention is a dynamic linear map of v.
+detaches q and k, so attention is a dynamic linear map of v. The
+`standard_*` baselines are the same networks with ordinary layers (linear
+maps with bias, LayerNorm, GELU) on 3-channel normalised RGB input.
 """
 
 import math
@@ -16,6 +18,7 @@ from flax import nnx
 
 from bcos_jax.models import registry
 from bcos_jax.nn import BcosConv, BcosDense, LogitLayer, check_encoded, make_norm
+from bcos_jax.nn.norms import GroupNorm, LayerNorm
 
 
 def sincos_position_embedding(height: int, width: int, dim: int,
@@ -30,13 +33,45 @@ def sincos_position_embedding(height: int, width: int, dim: int,
   return jnp.concatenate([jnp.sin(x), jnp.cos(x), jnp.sin(y), jnp.cos(y)], axis=1)
 
 
+class _Linear(nnx.Module):
+  """An ordinary linear map that accepts (and ignores) `explain`, for the baselines."""
+
+  def __init__(self, d_in, d_out, *, use_bias=True, rngs):
+    self.linear = nnx.Linear(d_in, d_out, use_bias=use_bias, rngs=rngs)
+
+  def __call__(self, x, *, explain=False):
+    del explain
+    return self.linear(x)
+
+
+def _activation(x: jax.Array, bcos: bool) -> jax.Array:
+  """B-cos networks have no activation (B-cos layers are non-linear); baselines use GELU."""
+  return x if bcos else jax.nn.gelu(x, approximate=False)
+
+
+class _Layers:
+  """The layer kinds of one model: B-cos, or the standard baseline's."""
+
+  def __init__(self, *, bcos: bool, b: float, norm: str, rngs: nnx.Rngs):
+    self.bcos, self.b, self.norm_name, self.rngs = bcos, b, norm, rngs
+
+  def linear(self, d_in, d_out, *, use_bias=True):
+    if self.bcos:
+      return BcosDense(d_in, d_out, b=self.b, rngs=self.rngs)
+    return _Linear(d_in, d_out, use_bias=use_bias, rngs=self.rngs)
+
+  def norm(self, dim):
+    return make_norm(self.norm_name, dim) if self.bcos else LayerNorm(dim)
+
+
+
 class Attention(nnx.Module):
-  def __init__(self, dim: int, heads: int, *, b: float, norm: str, rngs: nnx.Rngs):
+  def __init__(self, dim: int, heads: int, *, layers: _Layers, rngs: nnx.Rngs):
     self.heads = heads
-    self.norm = make_norm(norm, dim)
+    self.norm = layers.norm(dim)
     # q, k, v come from a plain linear map, as in the official model.
     self.to_qkv = nnx.Linear(dim, 3 * dim, use_bias=False, rngs=rngs)
-    self.to_out = BcosDense(dim, dim, b=b, rngs=rngs)
+    self.to_out = layers.linear(dim, dim, use_bias=False)
 
   def __call__(self, x, *, explain=False):
     x = self.norm(x, explain=explain)
@@ -51,20 +86,21 @@ class Attention(nnx.Module):
 
 
 class FeedForward(nnx.Module):
-  def __init__(self, dim: int, hidden: int, *, b: float, norm: str, rngs: nnx.Rngs):
-    self.norm = make_norm(norm, dim)
-    self.linear1 = BcosDense(dim, hidden, b=b, rngs=rngs)
-    self.linear2 = BcosDense(hidden, dim, b=b, rngs=rngs)
+  def __init__(self, dim: int, hidden: int, *, layers: _Layers):
+    self.norm = layers.norm(dim)
+    self.linear1 = layers.linear(dim, hidden)
+    self.linear2 = layers.linear(hidden, dim)
+    self.bcos = layers.bcos
 
   def __call__(self, x, *, explain=False):
-    x = self.norm(x, explain=explain)
-    return self.linear2(self.linear1(x, explain=explain), explain=explain)
+    x = _activation(self.linear1(self.norm(x, explain=explain), explain=explain), self.bcos)
+    return self.linear2(x, explain=explain)
 
 
 class Encoder(nnx.Module):
-  def __init__(self, dim, heads, mlp_dim, *, b, norm, rngs):
-    self.attn = Attention(dim, heads, b=b, norm=norm, rngs=rngs)
-    self.ff = FeedForward(dim, mlp_dim, b=b, norm=norm, rngs=rngs)
+  def __init__(self, dim, heads, mlp_dim, *, layers, rngs):
+    self.attn = Attention(dim, heads, layers=layers, rngs=rngs)
+    self.ff = FeedForward(dim, mlp_dim, layers=layers)
 
   def __call__(self, x, *, explain=False):
     x = self.attn(x, explain=explain) + x
@@ -72,15 +108,21 @@ class Encoder(nnx.Module):
 
 
 class ConvStemLayer(nnx.Module):
-  """A 3×3 B-cos conv (stride 2 when it widens) and a 2-D norm (ViT-C's stem)."""
+  """A 3×3 conv (stride 2 when it widens), a 2-D norm and the activation (ViT-C's stem)."""
 
-  def __init__(self, c_in, c_out, *, b, norm2d, rngs):
-    self.conv = BcosConv(c_in, c_out, 3, strides=2 if c_out > c_in else 1, padding=1, b=b,
-                         rngs=rngs)
-    self.norm = make_norm(norm2d, c_out)
+  def __init__(self, c_in, c_out, *, layers, norm2d, rngs):
+    strides = 2 if c_out > c_in else 1
+    if layers.bcos:
+      self.conv = BcosConv(c_in, c_out, 3, strides=strides, padding=1, b=layers.b, rngs=rngs)
+      self.norm = make_norm(norm2d, c_out)
+    else:
+      self.conv = nnx.Conv(c_in, c_out, (3, 3), strides=strides, padding=1, rngs=rngs)
+      self.norm = GroupNorm(c_out, 1)  # the baselines' DetachableGNLayerNorm2d, affine
+    self.bcos = layers.bcos
 
   def __call__(self, x, *, explain=False):
-    return self.norm(self.conv(x, explain=explain), explain=explain)
+    x = self.conv(x, explain=explain) if self.bcos else self.conv(x)
+    return _activation(self.norm(x, explain=explain), self.bcos)
 
 
 class BcosSimpleViT(nnx.Module):
@@ -94,6 +136,7 @@ class BcosSimpleViT(nnx.Module):
     b: alignment pressure of every B-cos layer.
     norm: the token norm layer (a `bcos_jax.nn.NORM_LAYERS` name).
     norm2d: the stem's norm layer.
+    bcos: False builds the standard (non-B-cos) baseline on 3-channel input.
     logit_temperature, logit_bias: logits = head / temperature + bias;
       bias None means -log(num_classes - 1).
     rngs: initialisation randomness.
@@ -102,22 +145,30 @@ class BcosSimpleViT(nnx.Module):
   def __init__(self, *, patch_size: int = 16, dim: int = 192, depth: int = 12, heads: int = 3,
                mlp_dim: int = 768, conv_stem: Sequence[int] = (), num_classes: int = 1000,
                b: float = 2.0, norm: str = "NoBias(DetachableLayerNorm)",
-               norm2d: str = "NoBias(DetachableGNLayerNorm2d)", logit_temperature: float = 1.0,
-               logit_bias: float | None = None, rngs: nnx.Rngs):
+               norm2d: str = "NoBias(DetachableGNLayerNorm2d)", bcos: bool = True,
+               logit_temperature: float = 1.0, logit_bias: float | None = None,
+               rngs: nnx.Rngs):
+    layers = _Layers(bcos=bcos, b=b, norm=norm, rngs=rngs)
+    self.bcos = bcos
     self.patch_size = patch_size
-    channels = [6, *conv_stem]
-    self.stem = nnx.List([ConvStemLayer(c_in, c_out, b=b, norm2d=norm2d, rngs=rngs)
+    channels = [6 if bcos else 3, *conv_stem]
+    self.stem = nnx.List([ConvStemLayer(c_in, c_out, layers=layers, norm2d=norm2d, rngs=rngs)
                           for c_in, c_out in zip(channels[:-1], channels[1:], strict=True)])
-    self.patch_embedding = BcosDense(channels[-1] * patch_size**2, dim, b=b, rngs=rngs)
-    self.encoders = nnx.List([Encoder(dim, heads, mlp_dim, b=b, norm=norm, rngs=rngs)
+    self.patch_embedding = layers.linear(channels[-1] * patch_size**2, dim)
+    self.encoders = nnx.List([Encoder(dim, heads, mlp_dim, layers=layers, rngs=rngs)
                               for _ in range(depth)])
-    self.head_norm = make_norm(norm, dim)
-    self.head = BcosDense(dim, num_classes, b=b, rngs=rngs)
-    bias = -math.log(num_classes - 1) if logit_bias is None else logit_bias
+    self.head_norm = layers.norm(dim)
+    self.head = layers.linear(dim, num_classes)
+    # The baselines end in their linear head (cross-entropy training).
+    bias = (-math.log(num_classes - 1) if bcos else 0.0) if logit_bias is None else logit_bias
     self.logit_layer = LogitLayer(logit_temperature, bias)
 
   def __call__(self, x: jax.Array, *, explain: bool = False) -> jax.Array:
-    check_encoded(x, "BcosSimpleViT")
+    if self.bcos:
+      check_encoded(x, "BcosSimpleViT")
+    elif x.ndim != 4 or x.shape[-1] != 3:
+      raise ValueError(f"the standard ViT baselines take normalised RGB images (N, H, W, 3), "
+                       f"got shape {x.shape}")
     for layer in self.stem:
       x = layer(x, explain=explain)
     n, h, w, c = x.shape
@@ -150,6 +201,10 @@ def _register() -> None:
     # ViT-C: one block fewer, to account for the stem (as in the official models).
     registry.register(f"vitc_{size}_patch1_14", BcosSimpleViT, patch_size=1, depth=depth - 1,
                       conv_stem=_STEMS[size], **dims)
+    registry.register(f"standard_simple_vit_{size}_patch16_224", BcosSimpleViT, bcos=False,
+                      patch_size=16, depth=depth, **dims)
+    registry.register(f"standard_vitc_{size}_patch1_14", BcosSimpleViT, bcos=False,
+                      patch_size=1, depth=depth - 1, conv_stem=_STEMS[size], **dims)
 
 
 _register()

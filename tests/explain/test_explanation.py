@@ -98,6 +98,19 @@ def test_vit_explanations_are_the_dynamic_linear_map(name, overrides):
   assert float(jnp.abs(normal[0] - e.weights[0]).max()) > 1e-4 * float(jnp.abs(normal).max())
 
 
+@pytest.mark.parametrize("name", ["standard_simple_vit_ti_patch16_224",
+                                  "standard_vitc_ti_patch1_14"])
+def test_standard_vit_baselines_take_rgb(name):
+  overrides = dict(dim=16, depth=1, heads=2, mlp_dim=32, num_classes=10)
+  overrides |= dict(patch_size=4) if "simple" in name else dict(conv_stem=(8, 16))
+  model = models.create(name, rngs=nnx.Rngs(0), **overrides)
+  rgb = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
+  chex.assert_shape(jax.jit(lambda x: model(x))(rgb), (2, 10))
+  assert model.logit_layer.bias == 0.0
+  with pytest.raises(ValueError, match="normalised RGB"):
+    model(jnp.zeros((2, 16, 16, 6)))
+
+
 def test_v1_inception_explanations_and_aux_head():
   """The full v1 Inception-v3 at its smallest input size (75×75)."""
   # Bias 0: the untrained logits are ~1e-4, below float32's resolution at log(0.01/0.99).
