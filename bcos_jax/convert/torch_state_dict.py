@@ -267,10 +267,13 @@ def expected_state_dict_shapes(model: nnx.Module) -> dict[str, tuple[int, ...]]:
 
 
 def unmapped_variables(model: nnx.Module) -> list[tuple[str | int, ...]]:
-  """Variables of `model` that no official key fills (should be none)."""
+  """Parameters and statistics of `model` that no official key fills (should be none).
+
+  Random-number state (stochastic depth's stream) is not part of a checkpoint.
+  """
   mapped = {target.path for target in key_map(model).values()}
-  return sorted((path for path, _ in nnx.to_flat_state(nnx.state(model)) if path not in mapped),
-                key=str)
+  state = nnx.state(model, nnx.Param, nnx.BatchStat)
+  return sorted((path for path, _ in nnx.to_flat_state(state) if path not in mapped), key=str)
 
 
 def _problems(expected: Mapping[str, tuple[int, ...]],
@@ -317,8 +320,11 @@ def from_torch_state_dict(name: str, state_dict: Mapping[str, np.ndarray],
   unmapped = unmapped_variables(abstract)
   if unmapped:  # a bug in the key map, not in the user's file
     raise RuntimeError(f"the key map of {name!r} leaves variables unset: {unmapped}")
-  # Fill the abstract model: every variable comes from the state dict, so no
-  # random initialisation runs (that matters for 100M-parameter models).
+  # Fill the abstract model: every parameter comes from the state dict, so no
+  # random initialisation runs (that matters for 100M-parameter models). Only
+  # random-number streams (stochastic depth for fine-tuning) need a real model.
+  if nnx.state(abstract, nnx.RngState):
+    abstract = models.create(name, rngs=nnx.Rngs(0), **overrides)
   for key, target in key_map(abstract).items():
     if target.path is None:
       continue
@@ -329,4 +335,5 @@ def from_torch_state_dict(name: str, state_dict: Mapping[str, np.ndarray],
       value = value.reshape(-1)
     _variable(abstract, target.path).set_value(jnp.asarray(value))
   # Imported weights are for inference: norm layers use their running statistics.
-  return nnx.view(abstract, use_running_average=True, raise_if_not_found=False)
+  return nnx.view(abstract, use_running_average=True, deterministic=True,
+                  raise_if_not_found=False)

@@ -37,8 +37,10 @@ class Explanation:
 
 
 def _eval_view(model: nnx.Module) -> nnx.Module:
-  # Explanations must not depend on the batch: norm layers use running stats.
-  return nnx.view(model, use_running_average=True, raise_if_not_found=False)
+  # Explanations must not depend on the batch or on chance: norm layers use
+  # running statistics and stochastic depth keeps every branch.
+  return nnx.view(model, use_running_average=True, deterministic=True,
+                  raise_if_not_found=False)
 
 
 def _package(outputs, targets, weights, x6, squeeze: bool) -> Explanation:

@@ -16,6 +16,7 @@ from flax import nnx
 
 from bcos_jax.models import registry
 from bcos_jax.nn import BcosConv, LogitLayer, check_encoded, make_norm
+from bcos_jax.nn.stochastic_depth import StochasticDepth
 
 POSITION_NORM = "NoBias(DetachablePositionNorm2d)"
 BATCH_NORM = "NoBias(BatchNormUncentered2d)"
@@ -27,17 +28,18 @@ def _norm(name: str, features: int) -> nnx.Module:
 
 
 class CNBlock(nnx.Module):
-  def __init__(self, dim, *, layer_scale, b, norm, rngs):
+  def __init__(self, dim, *, layer_scale, drop_rate, b, norm, rngs):
     self.dwconv = BcosConv(dim, dim, 7, padding=3, feature_group_count=dim, b=b, rngs=rngs)
     self.norm = _norm(norm, dim)
     self.pwconv1 = BcosConv(dim, 4 * dim, 1, b=b, rngs=rngs)
     self.pwconv2 = BcosConv(4 * dim, dim, 1, b=b, rngs=rngs)
     self.layer_scale = nnx.Param(jnp.full((dim,), layer_scale, jnp.float32))
+    self.drop_path = StochasticDepth(drop_rate, rngs=rngs)
 
   def __call__(self, x, *, explain=False):
     y = self.norm(self.dwconv(x, explain=explain), explain=explain)
     y = self.pwconv2(self.pwconv1(y, explain=explain), explain=explain)
-    return self.layer_scale[...] * y + x
+    return self.drop_path(self.layer_scale[...] * y) + x
 
 
 class Downsample(nnx.Module):
@@ -57,6 +59,9 @@ class BcosConvNeXt(nnx.Module):
     depths: blocks per stage.
     num_classes: logits.
     layer_scale: initial value of the blocks' layer scale.
+    stochastic_depth_prob: the last block's rate of dropping its branch while
+      training (rates grow linearly from 0; the official recipes train
+      tiny with 0.1 and base with 0.5).
     b: alignment pressure of every B-cos conv.
     norm: a `bcos_jax.nn.NORM_LAYERS` name.
     logit_temperature, logit_bias: bias None means -log(num_classes - 1).
@@ -65,16 +70,20 @@ class BcosConvNeXt(nnx.Module):
 
   def __init__(self, *, dims: Sequence[int] = (96, 192, 384, 768),
                depths: Sequence[int] = (3, 3, 9, 3), num_classes: int = 1000,
-               layer_scale: float = 1e-6, b: float = 2.0, norm: str = POSITION_NORM,
+               layer_scale: float = 1e-6, stochastic_depth_prob: float = 0.0, b: float = 2.0,
+               norm: str = POSITION_NORM,
                logit_temperature: float = 1.0, logit_bias: float | None = None,
                rngs: nnx.Rngs):
     if len(dims) != len(depths):
       raise ValueError(f"need one width per stage: dims={dims}, depths={depths}")
     self.stem = BcosConv(6, dims[0], 4, strides=4, b=b, rngs=rngs)
     self.stem_norm = _norm(norm, dims[0])
+    total = sum(depths)
+    rates = iter(stochastic_depth_prob * i / max(total - 1, 1) for i in range(total))
     self.stages = nnx.List([
-        nnx.List([CNBlock(dim, layer_scale=layer_scale, b=b, norm=norm, rngs=rngs)
-                  for _ in range(depth)]) for dim, depth in zip(dims, depths, strict=True)])
+        nnx.List([CNBlock(dim, layer_scale=layer_scale, drop_rate=next(rates), b=b, norm=norm,
+                          rngs=rngs) for _ in range(depth)])
+        for dim, depth in zip(dims, depths, strict=True)])
     self.downsamples = nnx.List([Downsample(c_in, c_out, b=b, norm=norm, rngs=rngs)
                                  for c_in, c_out in zip(dims[:-1], dims[1:], strict=True)])
     self.head_norm = _norm(norm, dims[-1])

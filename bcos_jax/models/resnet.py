@@ -18,6 +18,7 @@ from flax import nnx
 
 from bcos_jax.models import registry
 from bcos_jax.nn import BcosConv, LogitLayer, check_encoded, make_norm
+from bcos_jax.nn.stochastic_depth import StochasticDepth
 
 
 def _pool(x: jax.Array, kind: str) -> jax.Array:
@@ -50,22 +51,23 @@ class _ConvNorm(nnx.Module):
 class BasicBlock(nnx.Module):
   expansion = 1
 
-  def __init__(self, c_in, planes, *, strides, groups, base_width, layer, rngs):
+  def __init__(self, c_in, planes, *, strides, groups, base_width, drop_rate, layer, rngs):
     del groups, base_width
     self.conv1 = _ConvNorm(c_in, planes, 3, strides=strides, layer=layer, rngs=rngs)
     self.conv2 = _ConvNorm(planes, planes, 3, layer=layer, rngs=rngs)
     self.downsample = (_ConvNorm(c_in, planes, 1, strides=strides, layer=layer, rngs=rngs)
                        if strides != 1 or c_in != planes else None)
+    self.drop_path = StochasticDepth(drop_rate, rngs=rngs)
 
   def __call__(self, x, *, explain=False):
     identity = x if self.downsample is None else self.downsample(x, explain=explain)
-    return self.conv2(self.conv1(x, explain=explain), explain=explain) + identity
+    return self.drop_path(self.conv2(self.conv1(x, explain=explain), explain=explain)) + identity
 
 
 class Bottleneck(nnx.Module):
   expansion = 4
 
-  def __init__(self, c_in, planes, *, strides, groups, base_width, layer, rngs):
+  def __init__(self, c_in, planes, *, strides, groups, base_width, drop_rate, layer, rngs):
     width = int(planes * (base_width / 64.0)) * groups
     out = planes * self.expansion
     self.conv1 = _ConvNorm(c_in, width, 1, layer=layer, rngs=rngs)
@@ -74,11 +76,12 @@ class Bottleneck(nnx.Module):
     self.conv3 = _ConvNorm(width, out, 1, layer=layer, rngs=rngs)
     self.downsample = (_ConvNorm(c_in, out, 1, strides=strides, layer=layer, rngs=rngs)
                        if strides != 1 or c_in != out else None)
+    self.drop_path = StochasticDepth(drop_rate, rngs=rngs)
 
   def __call__(self, x, *, explain=False):
     identity = x if self.downsample is None else self.downsample(x, explain=explain)
     y = self.conv3(self.conv2(self.conv1(x, explain=explain), explain=explain), explain=explain)
-    return y + identity
+    return self.drop_path(y) + identity
 
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
@@ -98,6 +101,8 @@ class BcosResNet(nnx.Module):
     scale: the v1 output scale (None: per-layer `k·sqrt(in)/100`), 1.0 for v2.
     norm: a `bcos_jax.nn.NORM_LAYERS` name, or "" for none (v1).
     stem_pool: "avg" (both official codes), "max" (torchvision) or "none".
+    stochastic_depth_prob: the last block's rate of dropping its residual branch
+      while training (rates grow linearly from 0 over the blocks).
     classifier_before_pool: apply the 1×1 classifier at every position and
       average its outputs (official), or average the features first.
     logit_temperature, logit_bias: logits = pooled / temperature + bias;
@@ -110,6 +115,7 @@ class BcosResNet(nnx.Module):
                width_per_group: int = 64, b: float = 2.0, max_out: int = 1,
                scale: float | None = 1.0, norm: str = "NoBias(BatchNormUncentered2d)",
                stem_pool: str = "avg", classifier_before_pool: bool = True,
+               stochastic_depth_prob: float = 0.0,
                logit_temperature: float = 1.0, logit_bias: float | None = None,
                rngs: nnx.Rngs):
     block_class = BLOCKS[block]
@@ -121,13 +127,16 @@ class BcosResNet(nnx.Module):
     self.bn1 = make_norm(norm, width) if norm else None
     c_in = width
     stages = []
+    total, block_id = sum(layers), 0
     for index, count in enumerate(layers):
       planes = width * 2**index
       blocks = []
       for j in range(count):
+        rate = stochastic_depth_prob * block_id / max(total - 1, 1)
         blocks.append(block_class(c_in, planes, strides=2 if (j == 0 and index > 0) else 1,
-                                  groups=groups, base_width=width_per_group, layer=layer,
-                                  rngs=rngs))
+                                  groups=groups, base_width=width_per_group, drop_rate=rate,
+                                  layer=layer, rngs=rngs))
+        block_id += 1
         c_in = planes * block_class.expansion
       stages.append(nnx.List(blocks))
     self.stages = nnx.List(stages)

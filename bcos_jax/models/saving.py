@@ -54,4 +54,5 @@ def load(directory: str | pathlib.Path) -> nnx.Module:
   with ocp.StandardCheckpointer() as checkpointer:
     state = checkpointer.restore(directory / "state", abstract_state)
   model = nnx.merge(graphdef, state)
-  return nnx.view(model, use_running_average=True, raise_if_not_found=False)
+  return nnx.view(model, use_running_average=True, deterministic=True,
+                  raise_if_not_found=False)

@@ -91,7 +91,7 @@ def make_eval_step(graphdef: nnx.GraphDef, mesh: jax.sharding.Mesh, state: Train
   """A jitted step that returns masked sums (loss, top-1, top-5 correct, count)."""
 
   def step(state: TrainState, batch: dict) -> dict:
-    model = nnx.view(model_of(graphdef, state), use_running_average=True,
+    model = nnx.view(model_of(graphdef, state), use_running_average=True, deterministic=True,
                      raise_if_not_found=False)
     logits = model(to_model_input(batch["image"]))
     mask = batch["mask"].astype(jnp.float32)
