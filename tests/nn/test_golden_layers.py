@@ -49,29 +49,23 @@ def _conv(config, weight, v1):
   return layer
 
 
-@pytest.mark.parametrize("case", _cases(V1))
-def test_v1_bcos_conv(case):
-  config = json.loads(str(V1[f"{case}/config"]))
-  layer = _conv(config, V1[f"{case}/weight"], v1=True)
-  assert layer.scale == pytest.approx(config["scale_used"])
-  x, ct = _nchw_to_nhwc(V1[f"{case}/x"]), _nchw_to_nhwc(V1[f"{case}/cotangent"])
-  y, grad = _run(layer, x, ct, explain=False)
-  _, grad_explain = _run(layer, x, ct, explain=True)
-  assert_close(_nhwc_to_nchw(y), V1[f"{case}/y"], name="y")
-  assert_close(_nhwc_to_nchw(grad), V1[f"{case}/grad_x"], name="grad_x")
-  assert_close(_nhwc_to_nchw(grad_explain), V1[f"{case}/grad_x_explain"], name="grad_x_explain")
+CONV_CASES = [("v1", case) for case in _cases(V1)] + [("v2", case) for case in _cases(V2, "conv_")]
 
 
-@pytest.mark.parametrize("case", _cases(V2, "conv_"))
-def test_v2_bcos_conv(case):
-  config = json.loads(str(V2[f"{case}/config"]))
-  layer = _conv(config, V2[f"{case}/weight"], v1=False)
-  x, ct = _nchw_to_nhwc(V2[f"{case}/x"]), _nchw_to_nhwc(V2[f"{case}/cotangent"])
+@pytest.mark.parametrize("version, case", CONV_CASES)
+def test_bcos_conv(version, case):
+  data, v1 = (V1, True) if version == "v1" else (V2, False)
+  config = json.loads(str(data[f"{case}/config"]))
+  layer = _conv(config, data[f"{case}/weight"], v1=v1)
+  if v1:
+    assert layer.scale == pytest.approx(config["scale_used"])
+  x, ct = _nchw_to_nhwc(data[f"{case}/x"]), _nchw_to_nhwc(data[f"{case}/cotangent"])
   y, grad = _run(layer, x, ct, explain=False)
   _, grad_explain = _run(layer, x, ct, explain=True)
-  assert_close(_nhwc_to_nchw(y), V2[f"{case}/y"], name="y")
-  assert_close(_nhwc_to_nchw(grad), V2[f"{case}/grad_x"], name="grad_x")
-  assert_close(_nhwc_to_nchw(grad_explain), V2[f"{case}/grad_x_explain"], name="grad_x_explain")
+  assert_close(_nhwc_to_nchw(y), data[f"{case}/y"], name="y")
+  assert_close(_nhwc_to_nchw(grad), data[f"{case}/grad_x"], name="grad_x")
+  assert_close(_nhwc_to_nchw(grad_explain), data[f"{case}/grad_x_explain"],
+               name="grad_x_explain")
 
 
 @pytest.mark.parametrize("case", _cases(V2, "linear_"))
