@@ -31,3 +31,16 @@ def test_input_pipeline_benchmark_writes_its_table(tmp_path):
   rows = json.loads(out.read_text())["rows"]
   assert [r["recipe"] for r in rows] == ["imagenet_v1", "cifar10", "bcos_final"]
   assert all(r["transform_per_worker"] > 0 and r["pipeline_per_worker"] > 0 for r in rows)
+
+
+def test_throughput_benchmark_writes_its_keys(tmp_path):
+  out = tmp_path / "throughput.json"
+  env = {**os.environ, "XLA_FLAGS": ""}
+  result = subprocess.run([sys.executable, str(ROOT / "bench" / "throughput.py"), "--model",
+                           "v1_cifar9l_b2", "--batch-size", "2", "--image-size", "16",
+                           "--steps", "1", "--json", str(out)], capture_output=True, text=True,
+                          env=env, timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  data = json.loads(out.read_text())
+  assert {"train_step_ms", "forward_ms", "explain_ms", "images_per_s", "peak_bytes"} <= set(data)
+  assert data["train_step_ms"] > 0 and data["images_per_s"] > 0

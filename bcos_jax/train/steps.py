@@ -60,7 +60,9 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
     x6 = to_model_input(batch["image"])
 
     def loss_fn(params):
-      model = nnx.merge(graphdef, params, state.model_state)
+      # copy=True: fresh variables in this trace, so norm layers may update
+      # their statistics here (the state's own variables belong to the outer trace).
+      model = nnx.merge(graphdef, params, state.model_state, copy=True)
       logits = model(x6)
       targets = batch.get("target")
       if targets is None:

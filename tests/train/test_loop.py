@@ -143,3 +143,28 @@ def test_train_step_traces_once(data_dir):
     state, metrics = step(state, batch)
   assert int(state.step) == 3 and step._cache_size() == 1
   chex.assert_tree_all_finite(metrics)
+
+
+def test_train_step_updates_batchnorm_statistics():
+  import jax.numpy as jnp
+  import numpy as np
+  import optax
+  from flax import nnx
+
+  from bcos_jax import models
+  from bcos_jax.train import state as train_state
+  from bcos_jax.train import steps
+
+  model = models.create("resnet18", rngs=nnx.Rngs(0), width=8, layers=(1, 1), num_classes=10)
+  optimizer = optax.adam(1e-3)
+  graphdef, state = train_state.create(model, optimizer)
+  before = np.asarray(state.model_state["bn1"]["running_var"][...])
+  mesh = steps.make_mesh()
+  state = steps.replicate(state, mesh)
+  step = steps.make_train_step(graphdef, optimizer, optax.constant_schedule(1e-3), mesh, state)
+  images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3)), jnp.uint8)
+  batch = steps.shard_batch({"image": images, "label": jnp.arange(16) % 10}, mesh)
+  state, metrics = step(state, batch)
+  after = np.asarray(state.model_state["bn1"]["running_var"][...])
+  assert np.isfinite(float(metrics["loss"]))
+  assert not np.allclose(before, after)  # momentum 0.1 towards the batch variance

@@ -1,0 +1,98 @@
+"""Training, forward and explanation speed of any registered model.
+
+    python bench/throughput.py --model v1_cifar9l_b2 --batch-size 64 --image-size 32 \\
+        --steps 10 --json bench/results/throughput_cifar.json
+
+Prints a table and writes JSON with `train_step_ms` (forward, BCE, backward
+and Adam update), `forward_ms`, `explain_ms` (medians over --steps after a
+warm-up, for the whole batch), `images_per_s` (training) and `peak_bytes`
+where the device reports it.
+"""
+
+import argparse
+import json
+import pathlib
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from bcos_jax import explain, models
+from bcos_jax.data import to_model_input
+from bcos_jax.train import state as train_state
+from bcos_jax.train import steps
+
+
+def _median_ms(fn, count: int) -> float:
+  jax.block_until_ready(fn())  # compile and warm up
+  times = []
+  for _ in range(count):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append((time.perf_counter() - start) * 1e3)
+  return statistics.median(times)
+
+
+def measure(name: str, batch_size: int, image_size: int, count: int) -> dict:
+  model = models.create(name, rngs=nnx.Rngs(0))
+  num_classes = model.config.as_dict().get("num_classes", 1000)
+  images = jax.random.randint(jax.random.key(0), (batch_size, image_size, image_size, 3), 0,
+                              256).astype(jnp.uint8)
+  labels = jnp.arange(batch_size) % num_classes
+  # Forward and explain first: the train step donates (and so deletes) the
+  # buffers it shares with the model.
+  eval_graphdef, eval_state = nnx.split(
+      nnx.view(model, use_running_average=True, deterministic=True, raise_if_not_found=False))
+  forward = jax.jit(lambda s, x: nnx.merge(eval_graphdef, s)(to_model_input(x)))
+  explained = jax.jit(lambda s, x: explain.explain(nnx.merge(eval_graphdef, s),
+                                                   to_model_input(x)).weights)
+  result = {"model": name, "batch_size": batch_size, "image_size": image_size, "steps": count,
+            "device": jax.devices()[0].device_kind,
+            "forward_ms": _median_ms(lambda: forward(eval_state, images), count),
+            "explain_ms": _median_ms(lambda: explained(eval_state, images), count)}
+
+  mesh = steps.make_mesh(1)
+  optimizer = optax.adam(1e-3)
+  graphdef, state = train_state.create(model, optimizer)
+  state = steps.replicate(state, mesh)
+  train_step = steps.make_train_step(graphdef, optimizer, optax.constant_schedule(1e-3), mesh,
+                                     state)
+  batch = steps.shard_batch({"image": images, "label": labels}, mesh)
+  holder = {"state": state}
+
+  def train():
+    holder["state"], metrics = train_step(holder["state"], batch)
+    return metrics
+
+  result["train_step_ms"] = _median_ms(train, count)
+  result["images_per_s"] = batch_size / result["train_step_ms"] * 1e3
+  stats = jax.devices()[0].memory_stats() or {}
+  result["peak_bytes"] = stats.get("peak_bytes_in_use")
+  return result
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--model", required=True, help=f"one of {', '.join(models.names())}")
+  parser.add_argument("--batch-size", type=int, default=64)
+  parser.add_argument("--image-size", type=int, default=32)
+  parser.add_argument("--steps", type=int, default=10)
+  parser.add_argument("--json", type=pathlib.Path,
+                      default=pathlib.Path("bench/results/throughput.json"))
+  args = parser.parse_args()
+  r = measure(args.model, args.batch_size, args.image_size, args.steps)
+  print(f"{'model':<18}{'batch':>6}{'size':>6}{'train ms':>10}{'fwd ms':>9}{'explain ms':>12}"
+        f"{'img/s':>8}  peak bytes")
+  print(f"{r['model']:<18}{r['batch_size']:>6}{r['image_size']:>6}{r['train_step_ms']:>10.1f}"
+        f"{r['forward_ms']:>9.1f}{r['explain_ms']:>12.1f}{r['images_per_s']:>8.1f}  "
+        f"{r['peak_bytes']} ({r['device']})")
+  args.json.parent.mkdir(parents=True, exist_ok=True)
+  args.json.write_text(json.dumps(r, indent=2))
+  print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+  main()
