@@ -272,7 +272,7 @@ def unmapped_variables(model: nnx.Module) -> list[tuple[str | int, ...]]:
   Random-number state (stochastic depth's stream) is not part of a checkpoint.
   """
   mapped = {target.path for target in key_map(model).values()}
-  state = nnx.state(model, nnx.Param, nnx.BatchStat)
+  state = nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat))
   return sorted((path for path, _ in nnx.to_flat_state(state) if path not in mapped), key=str)
 
 
