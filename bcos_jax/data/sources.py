@@ -12,8 +12,6 @@ import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 DEFAULT_DATA_DIR = os.environ.get("TFDS_DATA_DIR", str(pathlib.Path.home() / "tensorflow_datasets"))
 
 
@@ -102,8 +100,3 @@ def open_source(name: str, split: str, data_dir: str | None = None) -> Source:
   if name == digits.NAME:
     digits.ensure_prepared(data_dir or DEFAULT_DATA_DIR)
   return tfds_source(name, split, data_dir)
-
-
-def label_array(source: Source) -> np.ndarray:
-  """All labels of a source (reads every record)."""
-  return np.asarray([source[i]["label"] for i in range(len(source))], np.int64)

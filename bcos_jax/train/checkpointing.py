@@ -43,12 +43,3 @@ def restore_latest(mgr: ocp.CheckpointManager, abstract_state: TrainState,
       state=ocp.args.StandardRestore(abstract_state),
       data=grain.checkpoint.CheckpointRestore(data_iterator)))
   return restored["state"]
-
-
-def read_config(workdir: str | pathlib.Path, step: int | None = None) -> dict:
-  """The model config stored with a checkpoint (the newest by default)."""
-  mgr = manager(workdir, asynchronous=False)
-  step = mgr.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(f"no checkpoint under {pathlib.Path(workdir) / 'checkpoints'}")
-  return mgr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]

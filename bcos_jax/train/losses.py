@@ -5,18 +5,19 @@ import jax.numpy as jnp
 import optax
 
 
-def bce(logits: jax.Array, targets: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-  """Mean binary cross-entropy over classes and (masked) examples.
+def bce_per_example(logits: jax.Array, targets: jax.Array) -> jax.Array:
+  """(N,) binary cross-entropy averaged over classes.
 
   Args:
     logits: (N, C); the model's logit bias and temperature are already in them.
     targets: (N, C) in [0, 1] (one-hot or mixed).
-    mask: (N,) weights of the examples (padding has 0).
   """
-  per_example = optax.sigmoid_binary_cross_entropy(logits, targets).mean(axis=-1)
-  if mask is None:
-    return per_example.mean()
-  return jnp.sum(per_example * mask) / jnp.maximum(jnp.sum(mask), 1)
+  return optax.sigmoid_binary_cross_entropy(logits, targets).mean(axis=-1)
+
+
+def bce(logits: jax.Array, targets: jax.Array) -> jax.Array:
+  """Mean binary cross-entropy over classes and examples (the training loss)."""
+  return bce_per_example(logits, targets).mean()
 
 
 def targets_from_labels(labels: jax.Array, num_classes: int) -> jax.Array:

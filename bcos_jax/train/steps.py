@@ -98,7 +98,7 @@ def make_eval_step(graphdef: nnx.GraphDef, mesh: jax.sharding.Mesh, state: Train
     logits = model(to_model_input(batch["image"]))
     mask = batch["mask"].astype(jnp.float32)
     targets = losses.targets_from_labels(batch["label"], logits.shape[-1])
-    per_example = optax.sigmoid_binary_cross_entropy(logits, targets).mean(-1)
+    per_example = losses.bce_per_example(logits, targets)
     top5 = min(5, logits.shape[-1])
     return {"loss": jnp.sum(per_example * mask),
             "top1": jnp.sum(losses.topk_correct(logits, batch["label"], 1) * mask),
