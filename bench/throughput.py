@@ -57,7 +57,7 @@ def measure(name: str, batch_size: int, image_size: int, count: int) -> dict:
   mesh = steps.make_mesh(1)
   optimizer = optax.adam(1e-3)
   graphdef, state = train_state.create(model, optimizer)
-  state = steps.replicate(state, mesh)
+  state = steps.place_state(state, mesh)
   train_step = steps.make_train_step(graphdef, optimizer, optax.constant_schedule(1e-3), mesh,
                                      state)
   batch = steps.shard_batch({"image": images, "label": labels}, mesh)

@@ -44,3 +44,16 @@ def test_throughput_benchmark_writes_its_keys(tmp_path):
   data = json.loads(out.read_text())
   assert {"train_step_ms", "forward_ms", "explain_ms", "images_per_s", "peak_bytes"} <= set(data)
   assert data["train_step_ms"] > 0 and data["images_per_s"] > 0
+
+
+def test_explainers_benchmark_writes_its_table(tmp_path):
+  out = tmp_path / "explainers.json"
+  env = {**os.environ, "XLA_FLAGS": ""}
+  result = subprocess.run([sys.executable, str(ROOT / "bench" / "explainers.py"), "--models",
+                           "v1_cifar9l_b2:16", "--methods", "bcos,occlusion,lime", "--images",
+                           "1", "--repeats", "1", "--lime-samples", "10", "--json", str(out)],
+                          capture_output=True, text=True, env=env, timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  rows = json.loads(out.read_text())["rows"]
+  assert [r["method"] for r in rows] == ["bcos", "occlusion", "lime"]
+  assert all(r["ms_per_image"] > 0 for r in rows)

@@ -114,3 +114,26 @@ def get_recipe(name: str) -> Recipe:
   if name not in RECIPES:
     raise ValueError(f"unknown preprocessing recipe {name!r}; known: {', '.join(sorted(RECIPES))}")
   return RECIPES[name]
+
+
+def rescaled_eval(name: str, divisor: int) -> EvalTransform:
+  """The evaluation transform of recipe `name` at 1/divisor of its size.
+
+  The localisation metric's `rescale` variant (B-cos v2) tiles s×s such
+  images, so a grid has the model's usual input size. Resize-and-crop recipes
+  resize and crop to resize // divisor and crop // divisor, as the official
+  code; the small-image recipes shrink their image (antialiased bilinear).
+  """
+  recipe = get_recipe(name)
+  evaluate = recipe.eval
+  if isinstance(evaluate, functools.partial) and evaluate.func is _resize_crop_eval:
+    return functools.partial(_resize_crop_eval, resize=evaluate.keywords["resize"] // divisor,
+                             crop=evaluate.keywords["crop"] // divisor)
+  size = recipe.image_size // divisor
+
+  def shrunk(record: dict) -> dict:
+    image = augment.as_pil(evaluate(record)["image"]).resize((size, size), Image.BILINEAR,
+                                                             reducing_gap=None)
+    return _record(image, record)
+
+  return shrunk

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
+from bcos_jax.explain import probe
 from bcos_jax.nn.encoding import check_encoded
 
 
@@ -36,7 +37,7 @@ class Explanation:
   contributions: jax.Array
 
 
-def _eval_view(model: nnx.Module) -> nnx.Module:
+def eval_view(model: nnx.Module) -> nnx.Module:
   # Explanations must not depend on the batch or on chance: norm layers use
   # running statistics and stochastic depth keeps every branch.
   return nnx.view(model, use_running_average=True, deterministic=True,
@@ -94,57 +95,19 @@ def explain(model: nnx.Module, x6: jax.Array, targets: jax.Array | None = None) 
                        f"images, got {targets.shape}")
     if not jnp.issubdtype(targets.dtype, jnp.integer):
       raise ValueError(f"targets must be integer class indices, got dtype {targets.dtype}")
-  graphdef, state = nnx.split(_eval_view(model))
+  graphdef, state = nnx.split(eval_view(model))
   return _explain_jit(graphdef, state, x6, targets)
-
-
-def module_paths(model: nnx.Module) -> list[str]:
-  """The dotted paths of a model's submodules, e.g. 'layers.3', for `explain_unit`."""
-  return [".".join(map(str, path)) for path, _ in nnx.iter_modules(model) if path]
-
-
-def _parse_path(path: str | Sequence[str | int]) -> tuple[str | int, ...]:
-  parts = path.split(".") if isinstance(path, str) else path
-  return tuple(int(p) if isinstance(p, str) and p.isdigit() else p for p in parts)
-
-
-class _Tap(nnx.Module):
-  """Calls a submodule and records its output (used inside a trace only)."""
-
-  def __init__(self, inner: nnx.Module, sink: list):
-    self.inner = inner
-    self.sink = sink
-
-  def __call__(self, *args, **kwargs):
-    out = self.inner(*args, **kwargs)
-    self.sink.append(out)
-    return out
-
-
-def _tap(model: nnx.Module, path: tuple[str | int, ...], sink: list) -> None:
-  parent = model
-  for part in path[:-1]:
-    parent = parent[part] if isinstance(part, int) else getattr(parent, part)
-  last = path[-1]
-  if isinstance(last, int):
-    parent[last] = _Tap(parent[last], sink)
-  else:
-    setattr(parent, last, _Tap(getattr(parent, last), sink))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4, 5))
 def _explain_unit_jit(graphdef, state, x6, path, channel, position) -> Explanation:
   model = nnx.merge(graphdef, state)
-  sink: list[jax.Array] = []
-  _tap(model, path, sink)
+  tap = probe.attach(model, path)
 
   def unit(x):
-    sink.clear()
+    tap.seen.clear()
     model(x, explain=True)
-    if len(sink) != 1:
-      raise ValueError(f"module {'.'.join(map(str, path))} was called {len(sink)} times in "
-                       "one forward pass; explain_unit needs a module called exactly once")
-    out = sink[0]
+    out = probe.single(tap, path)
     if position is not None:
       out = out[(slice(None), *position)]
     else:  # the sum of the channel over all positions
@@ -176,9 +139,8 @@ def explain_unit(model: nnx.Module, x6: jax.Array, layer: str | Sequence[str | i
     `weights` (N, H, W, 6) and `contributions` (N, H, W) summing to them.
   """
   check_encoded(x6, type(model).__name__)
-  path = _parse_path(layer)
-  if ".".join(map(str, path)) not in module_paths(model):
-    raise ValueError(f"no submodule {layer!r}; valid layers: {', '.join(module_paths(model))}")
+  path = probe.parse_path(layer)
+  probe.check_path(model, path)
   position = None if position is None else tuple(int(p) for p in position)
-  graphdef, state = nnx.split(_eval_view(model))
+  graphdef, state = nnx.split(eval_view(model))
   return _explain_unit_jit(graphdef, state, x6, path, int(channel), position)

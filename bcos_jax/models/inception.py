@@ -4,7 +4,7 @@ torchvision's Inception-v3 with every conv a v1 B-cos conv (MaxOut 2, output
 scale `k·sqrt(in)/200`, no BatchNorm, no ReLU), max pooling replaced by
 average pooling, and a 1×1 B-cos classifier applied at every position before
 global average pooling; logits = mean + log(0.01/0.99). The auxiliary head
-(used for training) is `aux_logits`.
+(used for training) is the second output of `logits_with_aux`.
 """
 
 import math
@@ -199,16 +199,23 @@ class BcosInceptionV3(nnx.Module):
 
   def __call__(self, x: jax.Array, *, explain: bool = False) -> jax.Array:
     check_encoded(x, "BcosInceptionV3")
-    x = self._to_mixed_6(x, explain)
+    return self._head(self._to_mixed_6(x, explain), explain)
+
+  def _head(self, x, explain):
     for block in (self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):
       x = block(x, explain=explain)
     return self.logit_layer(self.fc(x, explain=explain).mean(axis=(1, 2)))
 
-  def aux_logits(self, x: jax.Array, *, explain: bool = False) -> jax.Array:
-    """The auxiliary head's pooled output (the official module's `aux_out`)."""
+  def logits_with_aux(self, x: jax.Array, *, explain: bool = False
+                      ) -> tuple[jax.Array, jax.Array]:
+    """(logits, the auxiliary head's pooled output (the official `aux_out`)), with
+    the shared trunk computed once: the training loss uses both."""
+    check_encoded(x, "BcosInceptionV3")
     if self.AuxLogits is None:
-      raise ValueError("this model was built with aux_logits=False")
-    return self.AuxLogits(self._to_mixed_6(x, explain), explain=explain)
+      raise ValueError("this model was built with aux_logits=False; build it with "
+                       "aux_logits=True to train with the auxiliary loss")
+    trunk = self._to_mixed_6(x, explain)
+    return self._head(trunk, explain), self.AuxLogits(trunk, explain=explain)
 
 
 registry.register("v1_inception_v3", BcosInceptionV3)

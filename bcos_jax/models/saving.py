@@ -13,12 +13,12 @@ from flax import nnx
 from bcos_jax.models import registry
 
 
-def _tuples(value):
+def tuples(value):
   """JSON lists back to the tuples the builders were given (configs are hashable)."""
   if isinstance(value, list):
-    return tuple(_tuples(v) for v in value)
+    return tuple(tuples(v) for v in value)
   if isinstance(value, dict):
-    return {k: _tuples(v) for k, v in value.items()}
+    return {k: tuples(v) for k, v in value.items()}
   return value
 
 
@@ -47,7 +47,7 @@ def load(directory: str | pathlib.Path) -> nnx.Module:
   if not config_path.is_file():
     raise FileNotFoundError(f"{directory} holds no bcos_jax model (no model_config.json); "
                             "write one with bcos_jax.models.save or python -m bcos_jax.convert")
-  options = _tuples(json.loads(config_path.read_text()))
+  options = tuples(json.loads(config_path.read_text()))
   name = options.pop("name")
   abstract = nnx.eval_shape(lambda: registry.create(name, rngs=nnx.Rngs(0), **options))
   graphdef, abstract_state = nnx.split(abstract)

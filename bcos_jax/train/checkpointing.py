@@ -9,8 +9,10 @@ import pathlib
 
 import grain
 import orbax.checkpoint as ocp
+from flax import nnx
 
-from bcos_jax.train.state import TrainState
+from bcos_jax.models import registry, saving
+from bcos_jax.train.state import TrainState, split_model
 
 
 def manager(workdir: str | pathlib.Path, max_to_keep: int = 3,
@@ -43,3 +45,40 @@ def restore_latest(mgr: ocp.CheckpointManager, abstract_state: TrainState,
       state=ocp.args.StandardRestore(abstract_state),
       data=grain.checkpoint.CheckpointRestore(data_iterator)))
   return restored["state"]
+
+
+def _pure(tree):
+  """A restored nnx.State (variables stored as {'value': array}, list indices as
+  strings) as the pure dict `nnx.State.replace_by_pure_dict` takes."""
+  if not isinstance(tree, dict):
+    return tree
+  if tree.keys() == {"value"}:
+    return tree["value"]
+  return {int(k) if isinstance(k, str) and k.isdigit() else k: _pure(v) for k, v in tree.items()}
+
+
+def restore_model(workdir: str | pathlib.Path, step: int | None = None) -> nnx.Module:
+  """The model of a training run's checkpoint (the newest, or `step`), in evaluation mode.
+
+  The checkpoint's `config` item rebuilds the architecture, so neither the
+  training config nor the optimiser is needed.
+
+  Raises:
+    FileNotFoundError: when `workdir` holds no checkpoint.
+  """
+  mgr = manager(workdir, asynchronous=False)
+  step = mgr.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"{pathlib.Path(workdir).absolute() / 'checkpoints'} holds no "
+                            "checkpoint; train with python -m bcos_jax.main first")
+  config = dict(mgr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"])
+  name = config.pop("name")
+  abstract = nnx.eval_shape(lambda: registry.create(name, rngs=nnx.Rngs(0),
+                                                    **saving.tuples(config)))
+  graphdef, params, rest = split_model(abstract)
+  stored = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+  nnx.replace_by_pure_dict(params, _pure(stored["params"]))
+  nnx.replace_by_pure_dict(rest, _pure(stored["model_state"]))
+  mgr.close()
+  model = nnx.merge(graphdef, params, rest)
+  return nnx.view(model, use_running_average=True, deterministic=True, raise_if_not_found=False)

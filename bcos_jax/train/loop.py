@@ -1,6 +1,7 @@
 """The train-and-evaluate loop: data, model, sharded steps, checkpoints, logs, explanations."""
 
 import contextlib
+import functools
 import json
 import math
 import pathlib
@@ -11,12 +12,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import tqdm
 from absl import logging
 from flax import nnx
 from ml_collections import ConfigDict
 
 from bcos_jax import data, explain, models
-from bcos_jax.train import checkpointing, steps
+from bcos_jax.data import mixing
+from bcos_jax.train import checkpointing, config_schema, steps
 from bcos_jax.train import state as train_state
 from bcos_jax.train.metric_writer import MetricWriter, format_eta
 from bcos_jax.train.schedules import make_schedule
@@ -51,12 +54,37 @@ def _model_config(model) -> dict:
   return json.loads(json.dumps(model.config.as_dict(), default=list))
 
 
-def _optimizer(config: ConfigDict, schedule: optax.Schedule) -> optax.GradientTransformation:
+def _optimizer(config: ConfigDict, schedule: optax.Schedule,
+               accumulate_steps: int = 1) -> optax.GradientTransformation:
+  """Adam, after optional global-norm or adaptive (unit-wise, v2) gradient clipping."""
   transforms = []
   if config.get("grad_clip_norm"):
     transforms.append(optax.clip_by_global_norm(config.grad_clip_norm))
+  if config.get("agc_clip_factor"):
+    transforms.append(optax.adaptive_grad_clip(config.agc_clip_factor, eps=1e-3))
   transforms.append(optax.adam(schedule))
-  return optax.chain(*transforms)
+  optimizer = optax.chain(*transforms)
+  if accumulate_steps > 1:  # a virtual batch: one update per accumulate_steps batches
+    optimizer = optax.MultiSteps(optimizer, every_k_schedule=accumulate_steps)
+  return optimizer
+
+
+def _step_options(config: ConfigDict) -> steps.StepOptions:
+  loss = config.get("loss") or ConfigDict()
+  return steps.StepOptions(loss=loss.get("name", "bce"), aux_weight=loss.get("aux_weight", 0.0),
+                           compute_dtype=config.get("compute_dtype") or "float32",
+                           ema_decay=config.get("ema_decay"),
+                           accumulate_steps=config.get("accumulate_steps") or 1)
+
+
+def _batch_transform(config: ConfigDict, num_classes: int):
+  options = config.get("mixing")
+  if not options or not (options.get("mixup_alpha") or options.get("cutmix_alpha")):
+    return None
+  return functools.partial(mixing.mixup_cutmix, num_classes=num_classes,
+                           mixup_alpha=options.get("mixup_alpha", 0.0),
+                           cutmix_alpha=options.get("cutmix_alpha", 0.0),
+                           switch_prob=options.get("switch_prob", 0.5))
 
 
 def evaluate(eval_step, state, eval_source, recipe, config, mesh, shard) -> dict[str, float]:
@@ -72,9 +100,10 @@ def evaluate(eval_step, state, eval_source, recipe, config, mesh, shard) -> dict
           "eval/top5": totals["top5"] / count, "eval/count": count}
 
 
-def write_explanations(path: pathlib.Path, graphdef, state, images_uint8, labels) -> None:
+def write_explanations(path: pathlib.Path, graphdef, state, images_uint8, labels,
+                       ema: bool = False) -> None:
   """Colour explanations of fixed test images, as the official code logs them."""
-  model = train_state.model_of(graphdef, jax.device_get(state))
+  model = train_state.model_of(graphdef, jax.device_get(state), ema)
   x6 = data.to_model_input(jnp.asarray(images_uint8))
   result = explain.explain(model, x6)
   rgba = explain.to_rgba(x6, result.weights, smooth=3 if x6.shape[1] <= 64 else 15)
@@ -92,13 +121,14 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
   Returns:
     The last evaluation's metrics.
   """
+  config_schema.validate(config)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   is_main = jax.process_index() == 0
   if is_main:
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
   shard = data.ProcessShard.from_jax()
-  mesh = steps.make_mesh(config.get("num_devices") or None)
+  mesh = steps.make_mesh(config.get("num_devices") or None, config.get("fsdp") or 1)
   steps.check_batch_divides(config.batch_size, mesh)
   logging.info("devices: %s; mesh %s", jax.devices(), dict(mesh.shape))
 
@@ -110,24 +140,29 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
 
   model = models.create(config.model.name, rngs=nnx.Rngs(config.seed),
                         **config.model.get("overrides", {}))
-  schedule = make_schedule(config.optimizer, total_steps, steps_per_epoch)
-  optimizer = _optimizer(config.optimizer, schedule)
-  graphdef, state = train_state.create(model, optimizer)
+  options = _step_options(config)
+  # The schedule counts optimiser updates: one per accumulate_steps batches.
+  schedule = make_schedule(config.optimizer, max(total_steps // options.accumulate_steps, 1),
+                           max(steps_per_epoch // options.accumulate_steps, 1))
+  optimizer = _optimizer(config.optimizer, schedule, options.accumulate_steps)
+  use_ema = options.ema_decay is not None
+  graphdef, state = train_state.create(model, optimizer, ema=use_ema)
   model_config = _model_config(model)
   del model
 
   train_iterator = iter(data.train_dataset(
       train_source, recipe.train, seed=config.seed, global_batch_size=config.batch_size,
-      shard=shard, worker_count=config.get("worker_count", 0)))
+      shard=shard, worker_count=config.get("worker_count", 0),
+      batch_transform=_batch_transform(config, train_source.num_classes)))
   manager = checkpointing.manager(workdir, config.get("keep_checkpoints", 3))
   restored = checkpointing.restore_latest(manager, state, train_iterator)
   if restored is not None:
     state = restored
     logging.info("resumed from step %d", int(state.step))
-  state = steps.replicate(state, mesh)
-  train_step = steps.make_train_step(graphdef, optimizer, schedule, mesh, state)
-  eval_step = steps.make_eval_step(graphdef, mesh, state)
-  writer = MetricWriter(workdir, enabled=is_main)
+  state = steps.place_state(state, mesh)
+  train_step = steps.make_train_step(graphdef, optimizer, schedule, mesh, state, options)
+  eval_step = steps.make_eval_step(graphdef, mesh, state, ema=use_ema)
+  writer = MetricWriter(workdir, enabled=is_main, tensorboard=config.get("tensorboard", True))
 
   explain_count = min(config.get("num_explanations", 8), len(eval_source))
   explain_records = [recipe.eval(eval_source[i]) for i in range(explain_count)]
@@ -140,7 +175,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
     writer.write(step, metrics)
     if is_main and explain_count:
       write_explanations(workdir / "explanations" / f"step_{step:07d}.png", graphdef, state,
-                         explain_images, explain_labels)
+                         explain_images, explain_labels, use_ema)
     return metrics
 
   def save(step: int) -> None:
@@ -150,10 +185,13 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
   eval_metrics = run_eval(start) if start == 0 else {}
   log_every, pending = config.get("log_every", 50), []
   last_time, last_step = time.perf_counter(), start
-  with _preemption_flag() as preempted:
+  progress = tqdm.tqdm(total=total_steps, initial=start, unit="step", dynamic_ncols=True,
+                       disable=not (is_main and config.get("progress_bar", True)))
+  with _preemption_flag() as preempted, progress:
     for step in range(start + 1, total_steps + 1):
       batch = steps.shard_batch(next(train_iterator), mesh)
       state, metrics = train_step(state, batch)
+      progress.update()
       pending.append(metrics)
       last = step == total_steps
       stopping = preempted["stop"]
@@ -173,6 +211,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
         averaged["train/steps_per_s"] = rate
         averaged["train/images_per_s"] = rate * config.batch_size
         writer.write(step, averaged)
+        progress.set_postfix(loss=f"{averaged['train/loss']:.4g}", refresh=False)
         logging.info("step %d/%d (%.1f%%), %.2f steps/s, ETA %s", step, total_steps,
                      100 * step / total_steps, rate, format_eta((total_steps - step) / rate))
         last_time, last_step = now, step
@@ -183,6 +222,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
       if stopping:
         break
   manager.wait_until_finished()
+  writer.close()
   if train_step._cache_size() > 1:  # noqa: SLF001  (a shape or dtype changed between steps)
     logging.warning("the train step was compiled %d times", train_step._cache_size())
   return eval_metrics

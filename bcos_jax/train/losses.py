@@ -28,3 +28,24 @@ def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
   """(N,) 1.0 where the label is among the k largest logits."""
   top = jax.lax.top_k(logits, k)[1]
   return jnp.any(top == labels[:, None], axis=-1).astype(jnp.float32)
+
+
+def uniform_off_label_bce(logits: jax.Array, targets: jax.Array,
+                          off_label: float | None = None) -> jax.Array:
+  """The v2 recipes' BCE with off-label targets raised to `off_label` (default 1/C).
+
+  With C = 5 and label 3 the targets are [0.2, 0.2, 0.2, 1, 0.2]; soft
+  (mixed) targets are raised to at least the off value in the same way.
+  """
+  floor = off_label or 1.0 / logits.shape[-1]
+  return bce(logits, jnp.maximum(targets, floor))
+
+
+LOSSES = {"bce": bce, "uniform_off_label_bce": uniform_off_label_bce}
+
+
+def get_loss(name: str):
+  """A training loss `(logits (N, C), targets (N, C)) -> scalar` by config name."""
+  if name not in LOSSES:
+    raise ValueError(f"unknown loss {name!r}; known: {', '.join(LOSSES)}")
+  return LOSSES[name]

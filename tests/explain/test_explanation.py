@@ -118,7 +118,7 @@ def test_v1_inception_explanations_and_aux_head():
   x6 = nn.add_inverse(jax.random.uniform(jax.random.key(0), (1, 75, 75, 3)))
   e = bx.explain(model, x6)
   assert_close(e.contributions.sum(), e.logits[0, e.targets[0]], rtol=1e-4)
-  chex.assert_shape(jax.jit(lambda x: model.aux_logits(x))(x6), (1, 10))
+  chex.assert_shape(jax.jit(lambda x: model.logits_with_aux(x)[1])(x6), (1, 10))
 
 
 def test_several_targets_per_image_in_one_call():

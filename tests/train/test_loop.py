@@ -56,17 +56,87 @@ def test_digits_end_to_end_loss_goes_down(tmp_path, data_dir):
   assert (tmp_path / "checkpoints" / "12").is_dir()
 
 
+def _train_losses(workdir):
+  return [r["train/loss"] for r in read(workdir / "metrics.jsonl") if "train/loss" in r]
+
+
 def test_sharded_training_equals_one_device(tmp_path, data_dir):
+  """Data parallel over 8 devices, and FSDP (parameters split over 4), equal 1 device."""
   results = {}
-  for devices in (1, 8):
-    results[devices] = loop.train_and_evaluate(
-        _config(data_dir, num_steps=4, num_devices=devices, num_explanations=0),
-        tmp_path / str(devices))
-  for key in ("eval/loss", "eval/top1"):
-    assert results[1][key] == pytest.approx(results[8][key], rel=1e-4, abs=1e-6)
-  losses = {d: [r["train/loss"] for r in read(tmp_path / str(d) / "metrics.jsonl")
-                if "train/loss" in r] for d in (1, 8)}
-  assert losses[1] == pytest.approx(losses[8], rel=1e-4)
+  for name, devices, fsdp in (("one", 1, 1), ("data", 8, 1), ("fsdp", 8, 4)):
+    results[name] = loop.train_and_evaluate(
+        _config(data_dir, num_steps=4, num_devices=devices, fsdp=fsdp, num_explanations=0),
+        tmp_path / name)
+  for name in ("data", "fsdp"):
+    for key in ("eval/loss", "eval/top1"):
+      assert results[name][key] == pytest.approx(results["one"][key], rel=1e-4, abs=1e-6)
+    assert _train_losses(tmp_path / name) == pytest.approx(_train_losses(tmp_path / "one"),
+                                                           rel=1e-4)
+
+
+def test_fsdp_shards_parameters():
+  import optax
+  from flax import nnx
+
+  from bcos_jax import models
+  from bcos_jax.train import state as train_state
+  from bcos_jax.train import steps
+
+  model = models.create("v1_cifar9l_b2", rngs=nnx.Rngs(0), channels=(8,) * 8)
+  _, state = train_state.create(model, optax.adam(1e-3))
+  placed = steps.place_state(state, steps.make_mesh(8, fsdp=4))
+  kernel = placed.params["layers"][1]["kernel"][...]  # (3, 3, 8, 16)
+  assert kernel.sharding.shard_shape(kernel.shape) == (3, 3, 8, 4)
+  assert placed.step.sharding.is_fully_replicated
+  with pytest.raises(ValueError, match="fsdp=3 must divide"):
+    steps.make_mesh(8, fsdp=3)
+
+
+def test_gradient_accumulation_equals_a_larger_batch(tmp_path, data_dir):
+  """Two accumulated batches of 16 make the same update as one batch of 32."""
+  big = loop.train_and_evaluate(_config(data_dir, batch_size=32, num_steps=2, eval_every=2,
+                                        num_explanations=0), tmp_path / "big")
+  accumulated = loop.train_and_evaluate(
+      _config(data_dir, batch_size=16, num_steps=4, accumulate_steps=2, eval_every=4,
+              num_explanations=0), tmp_path / "accumulated")
+  assert accumulated["eval/loss"] == pytest.approx(big["eval/loss"], rel=1e-4)
+
+
+def test_ema_bf16_agc_mixing_and_off_label_loss_train(tmp_path, data_dir):
+  """The v2 recipe options together: the run is finite, keeps an EMA, logs TensorBoard."""
+  import numpy as np
+  from tensorboardX.proto import event_pb2
+
+  from bcos_jax.train.checkpointing import restore_model
+
+  config = _config(data_dir, num_steps=4, ema_decay=0.5, compute_dtype="bfloat16",
+                   num_explanations=1)
+  config.optimizer.agc_clip_factor = 0.01
+  config.loss = {"name": "uniform_off_label_bce"}
+  config.mixing = {"mixup_alpha": 0.2, "cutmix_alpha": 1.0}
+  metrics = loop.train_and_evaluate(config, tmp_path)
+  assert np.isfinite(metrics["eval/loss"])
+  records = [r for r in read(tmp_path / "metrics.jsonl") if "train/loss" in r]
+  assert all(np.isfinite(r["train/loss"]) for r in records)
+  events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+  assert events
+  raw = events[0].read_bytes()
+  tags, offset = set(), 0
+  while offset < len(raw):  # TFRecord framing: length, crc, payload, crc
+    length = int.from_bytes(raw[offset:offset + 8], "little")
+    event = event_pb2.Event.FromString(raw[offset + 12:offset + 12 + length])
+    tags |= {v.tag for v in event.summary.value}
+    offset += 16 + length
+  assert {"train/loss", "eval/top1"} <= tags
+  model = restore_model(tmp_path)  # the checkpoint's parameters (the EMA is stored beside)
+  assert model.config.name == "v1_cifar9l_b2"
+
+
+def test_unknown_config_field_fails_with_its_name(tmp_path, data_dir):
+  config = _config(data_dir)
+  config.optimizer.learnig_rate = 1e-3
+  with pytest.raises(ValueError, match="'optimizer.learnig_rate'"):
+    loop.train_and_evaluate(config, tmp_path)
 
 
 def test_batch_that_does_not_divide_over_devices(tmp_path, data_dir):
@@ -132,7 +202,7 @@ def test_train_step_traces_once(data_dir):
   optimizer = optax.adam(1e-3)
   graphdef, state = train_state.create(model, optimizer)
   mesh = steps.make_mesh()
-  state = steps.replicate(state, mesh)
+  state = steps.place_state(state, mesh)
   step = steps.make_train_step(graphdef, optimizer, optax.constant_schedule(1e-3), mesh, state,
                                trace_check=chex.assert_max_traces(n=1))
   rng = jax.random.key(0)
@@ -160,7 +230,7 @@ def test_train_step_updates_batchnorm_statistics():
   graphdef, state = train_state.create(model, optimizer)
   before = np.asarray(state.model_state["bn1"]["running_var"][...])
   mesh = steps.make_mesh()
-  state = steps.replicate(state, mesh)
+  state = steps.place_state(state, mesh)
   step = steps.make_train_step(graphdef, optimizer, optax.constant_schedule(1e-3), mesh, state)
   images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3)), jnp.uint8)
   batch = steps.shard_batch({"image": images, "label": jnp.arange(16) % 10}, mesh)

@@ -1,0 +1,1 @@
+"""Evaluating explanations: the localisation metric and post-hoc attribution methods."""

@@ -1,0 +1,383 @@
+"""Attribution methods: the model-inherent B-cos explanation and post-hoc baselines.
+
+Every method has one signature,
+
+    method(model, x6, targets, **options) -> attributions
+
+with `x6` (N, H, W, 6) encoded images and `targets` (N,) one class per image
+or (N, T) several; the result is (N, H, W, C) or (N, T, H, W, C), where C is
+6 for the input-gradient methods (one value per input channel, summed by the
+localisation metric) and 1 for the others. All use the model's evaluation
+statistics. `METHODS` maps the names used by the localisation command to them.
+
+The settings follow the B-cos v1 paper's comparison (Sec. 4, C.2): Integrated
+Gradients with 50 steps from a zero baseline (Gauss-Legendre points, captum's
+default), Grad-CAM on the last feature map with nearest upsampling, Occlusion,
+RISE with 500 masks (s=8, p=0.1) weighted by the class probability, and LIME
+with 500 samples on quickshift superpixels (kernel 4, max_dist 200, ratio 0.2),
+keeping the 5 superpixels with the largest positive weights.
+"""
+
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from bcos_jax.explain import probe
+from bcos_jax.explain.explanation import eval_view, explain
+from bcos_jax.nn.encoding import check_encoded
+
+Method = Callable[..., jax.Array]
+
+
+def _prepare(model: nnx.Module, x6: jax.Array, targets) -> tuple[jax.Array, bool]:
+  """Checks the inputs; returns targets as (N, T) and whether T was absent."""
+  check_encoded(x6, type(model).__name__)
+  targets = jnp.asarray(targets)
+  if targets.ndim not in (1, 2) or targets.shape[0] != x6.shape[0]:
+    raise ValueError(f"targets must have shape (N,) or (N, T) with N = {x6.shape[0]} images, "
+                     f"got {targets.shape}")
+  if not jnp.issubdtype(targets.dtype, jnp.integer):
+    raise ValueError(f"targets must be integer class indices, got dtype {targets.dtype}")
+  squeeze = targets.ndim == 1
+  return (targets[:, None] if squeeze else targets), squeeze
+
+
+def _finish(attributions: jax.Array, squeeze: bool) -> jax.Array:
+  return attributions[:, 0] if squeeze else attributions
+
+
+def _split(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State]:
+  return nnx.split(eval_view(model))
+
+
+def _select(logits: jax.Array, targets: jax.Array) -> jax.Array:
+  """(N, C), (N, T) -> (N, T)."""
+  return jnp.take_along_axis(logits, targets, axis=1)
+
+
+def _one_hot_cotangents(targets: jax.Array, num_classes: int) -> jax.Array:
+  """(N, T) -> (T, N, C): one backward pass per explained class."""
+  return jnp.moveaxis(jax.nn.one_hot(targets, num_classes), 1, 0)
+
+
+# -- Gradient methods.
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _gradients(graphdef, state, x6, targets, explain_mode: bool) -> jax.Array:
+  """d logit_t / d x6 for every target: (N, T, H, W, 6)."""
+  model = nnx.merge(graphdef, state)
+  logits, vjp = jax.vjp(lambda x: model(x, explain=explain_mode), x6)
+  (grads,) = jax.vmap(vjp)(_one_hot_cotangents(targets, logits.shape[-1]).astype(logits.dtype))
+  return jnp.moveaxis(grads, 0, 1)
+
+
+def bcos(model: nnx.Module, x6: jax.Array, targets) -> jax.Array:
+  """The model-inherent explanation: contributions x6 · W_t(x), (N[, T], H, W, 6)."""
+  targets, squeeze = _prepare(model, x6, targets)
+  weights = explain(model, x6, targets).weights  # (N, T, H, W, 6)
+  return _finish(x6[:, None] * weights, squeeze)
+
+
+def gradient(model: nnx.Module, x6: jax.Array, targets) -> jax.Array:
+  """The plain gradient of the target logit (signed, as the v1 comparison uses it)."""
+  targets, squeeze = _prepare(model, x6, targets)
+  return _finish(_gradients(*_split(model), x6, targets, False), squeeze)
+
+
+def input_x_gradient(model: nnx.Module, x6: jax.Array, targets) -> jax.Array:
+  """Input × gradient."""
+  targets, squeeze = _prepare(model, x6, targets)
+  return _finish(x6[:, None] * _gradients(*_split(model), x6, targets, False), squeeze)
+
+
+def gauss_legendre_path(steps: int) -> tuple[np.ndarray, np.ndarray]:
+  """Points in (0, 1) and weights (summing to 1) of the Gauss-Legendre rule."""
+  points, weights = np.polynomial.legendre.leggauss(steps)
+  return (points + 1) / 2, weights / 2
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _integrated(graphdef, state, x6, targets, alphas, weights) -> jax.Array:
+  def accumulate(total, alpha_weight):
+    alpha, weight = alpha_weight
+    return total + weight * _gradients(graphdef, state, alpha * x6, targets, False), None
+
+  zeros = jnp.zeros((x6.shape[0], targets.shape[1], *x6.shape[1:]), x6.dtype)
+  # A scan keeps one path point in memory at a time.
+  total, _ = jax.lax.scan(accumulate, zeros, (alphas, weights))
+  return x6[:, None] * total
+
+
+def integrated_gradients(model: nnx.Module, x6: jax.Array, targets, steps: int = 50) -> jax.Array:
+  """Integrated Gradients from the zero baseline (completeness: sums to f(x) - f(0))."""
+  targets, squeeze = _prepare(model, x6, targets)
+  alphas, weights = gauss_legendre_path(steps)
+  return _finish(_integrated(*_split(model), x6, targets, jnp.asarray(alphas, x6.dtype),
+                             jnp.asarray(weights, x6.dtype)), squeeze)
+
+
+# -- Grad-CAM.
+
+def _last_of(modules) -> int:
+  return len(modules) - 1
+
+
+# Where each family's last feature map is read: (path, "input" or "output" of it).
+GRAD_CAM_LAYERS: dict[str, Callable[[nnx.Module], tuple[str, str]]] = {
+    "CifarNet9L": lambda m: (f"layers.{_last_of(m.layers)}", "input"),
+    "BcosResNet": lambda m: (f"stages.{_last_of(m.stages)}.{_last_of(m.stages[-1])}", "output"),
+    "BcosDenseNet": lambda m: ("classifier", "input"),
+    "BcosVGG": lambda m: ("classifier.0", "input"),
+    "BcosConvNeXt": lambda m: ("head_norm", "input"),
+    "BcosInceptionV3": lambda m: ("fc", "input"),
+}
+
+
+def grad_cam_layer(model: nnx.Module) -> tuple[str, str]:
+  """The default Grad-CAM feature map of a model: (submodule path, side)."""
+  name = type(model).__name__
+  if name not in GRAD_CAM_LAYERS:
+    raise ValueError(f"no default Grad-CAM layer for {name} (a model without a final feature "
+                     f"map, e.g. a ViT); pass layer='path' (one of "
+                     f"{', '.join(probe.module_paths(model))}) and side='input' or 'output'")
+  return GRAD_CAM_LAYERS[name](model)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4, 5))
+def _grad_cam(graphdef, state, x6, targets, path, side) -> jax.Array:
+  model = nnx.merge(graphdef, state)
+  tap = probe.attach(model, path, side)
+  model(x6)  # learns the feature map's shape; the compiler drops this pass
+  shape = probe.single(tap, path).shape
+
+  def logits_of(shift):
+    tap.seen.clear()
+    tap.shift[:] = [shift]
+    logits = model(x6)
+    return logits, probe.single(tap, path)
+
+  logits, vjp, features = jax.vjp(logits_of, jnp.zeros(shape, x6.dtype), has_aux=True)
+  (grads,) = jax.vmap(vjp)(_one_hot_cotangents(targets, logits.shape[-1]).astype(logits.dtype))
+  # Grad-CAM: channel weights are the spatially summed gradients (as the
+  # official comparison; the mean only rescales), a ReLU of the weighted sum.
+  channel_weights = grads.sum(axis=(2, 3), keepdims=True)  # (T, N, 1, 1, C)
+  cam = jax.nn.relu(jnp.sum(channel_weights * features[None], axis=-1))  # (T, N, h, w)
+  return jnp.moveaxis(nearest_upsample(cam, x6.shape[1:3]), 0, 1)[..., None]
+
+
+def nearest_upsample(maps: jax.Array, size: tuple[int, int]) -> jax.Array:
+  """Nearest-neighbour resize of the last two axes, as torch's 'nearest' (floor(i·in/out))."""
+  rows = (np.arange(size[0]) * maps.shape[-2]) // size[0]
+  cols = (np.arange(size[1]) * maps.shape[-1]) // size[1]
+  return maps[..., rows, :][..., cols]
+
+
+def grad_cam(model: nnx.Module, x6: jax.Array, targets, layer: str | None = None,
+             side: str = "output") -> jax.Array:
+  """Grad-CAM on a feature map, upsampled to the image: (N[, T], H, W, 1).
+
+  Args:
+    layer: the submodule whose input or output is the feature map; None takes
+      the model's last feature map (`grad_cam_layer`).
+    side: 'input' or 'output' of `layer`.
+  """
+  targets, squeeze = _prepare(model, x6, targets)
+  if layer is None:
+    layer, side = grad_cam_layer(model)
+  path = probe.parse_path(layer)
+  probe.check_path(model, path)
+  return _finish(_grad_cam(*_split(model), x6, targets, path, side), squeeze)
+
+
+# -- Perturbation methods.
+
+def _masked_logits(graphdef, state, x6, masks, batch_size: int) -> jax.Array:
+  """Logits of every image under every mask: masks (M, H, W) -> (M, N, C)."""
+  model = nnx.merge(graphdef, state)
+  return jax.lax.map(lambda mask: model(x6 * mask[None, :, :, None]), masks,
+                     batch_size=batch_size)
+
+
+def occlusion_masks(height: int, width: int, window: int, stride: int) -> np.ndarray:
+  """(M, H, W) masks, 0 inside a window×window square whose top-left corners
+  lie on the stride grid (clipped at the border), 1 elsewhere."""
+  masks = []
+  for top in range(0, height, stride):
+    for left in range(0, width, stride):
+      mask = np.ones((height, width), np.float32)
+      mask[top:top + window, left:left + window] = 0
+      masks.append(mask)
+  return np.stack(masks)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5))
+def _occlusion(graphdef, state, x6, targets, masks, batch_size) -> jax.Array:
+  model = nnx.merge(graphdef, state)
+  original = _select(model(x6), targets)  # (N, T)
+  perturbed = jax.vmap(_select, (0, None))(
+      _masked_logits(graphdef, state, x6, masks, batch_size), targets)  # (M, N, T)
+  occluded = 1 - masks
+  # Each occluded pixel gets an equal share of the drop in the logit.
+  share = occluded / occluded.sum(axis=(1, 2), keepdims=True)
+  attributions = jnp.einsum("mnt,mhw->nthw", original[None] - perturbed, share)
+  return attributions[..., None]
+
+
+def occlusion(model: nnx.Module, x6: jax.Array, targets, window: int = 8, stride: int = 4,
+              batch_size: int = 16) -> jax.Array:
+  """Occlusion: the drop of the target logit when a square of all 6 channels is zeroed.
+
+  Every pixel receives, for each window that covers it, the logit's drop
+  divided by the window's pixel count (as the official comparison).
+
+  Args:
+    window: side of the zeroed square.
+    stride: distance between windows.
+    batch_size: masked copies evaluated at once per image batch.
+  """
+  targets, squeeze = _prepare(model, x6, targets)
+  if window < 1 or stride < 1:
+    raise ValueError(f"window and stride must be >= 1, got {window} and {stride}")
+  masks = jnp.asarray(occlusion_masks(x6.shape[1], x6.shape[2], window, stride))
+  return _finish(_occlusion(*_split(model), x6, targets, masks, batch_size), squeeze)
+
+
+def rise_masks(key: jax.Array, count: int, size: tuple[int, int], cells: int = 8,
+               keep_probability: float = 0.1) -> jax.Array:
+  """RISE masks (Petsiuk et al.): a random cells×cells binary grid, bilinearly
+  upsampled to (cells + 1) cell sizes and randomly shifted: (count, H, W)."""
+  grid_key, shift_key = jax.random.split(key)
+  grids = (jax.random.uniform(grid_key, (count, cells, cells)) < keep_probability)
+  cell = (-(-size[0] // cells), -(-size[1] // cells))
+  up = ((cells + 1) * cell[0], (cells + 1) * cell[1])
+  upsampled = jax.image.resize(grids.astype(jnp.float32), (count, *up), "linear",
+                               antialias=False)
+  shifts = jax.random.randint(shift_key, (count, 2), 0, jnp.array(cell))
+
+  def crop(mask, shift):
+    return jax.lax.dynamic_slice(mask, (shift[0], shift[1]), size)
+
+  return jax.vmap(crop)(upsampled, shifts)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5, 6, 7, 8))
+def _rise(graphdef, state, x6, targets, key, count, cells, keep_probability, batch_size):
+  masks = rise_masks(key, count, x6.shape[1:3], cells, keep_probability)
+  # RISE weighs masks by the class probability (sigmoid: B-cos models are
+  # trained with binary cross-entropy); raw logits can be negative throughout.
+  scores = jax.nn.sigmoid(jax.vmap(_select, (0, None))(
+      _masked_logits(graphdef, state, x6, masks, batch_size), targets))  # (M, N, T)
+  saliency = jnp.einsum("mnt,mhw->nthw", scores, masks) / (count * keep_probability)
+  return saliency[..., None]
+
+
+def rise(model: nnx.Module, x6: jax.Array, targets, masks: int = 500, cells: int = 8,
+         keep_probability: float = 0.1, seed: int = 0, batch_size: int = 16) -> jax.Array:
+  """RISE: the target's probability under random masks, averaged with each mask as weight.
+
+  Args:
+    masks: number of random masks (the same masks for every image: `seed`).
+    cells: the mask grid is cells × cells before upsampling.
+    keep_probability: chance that a grid cell is kept.
+  """
+  targets, squeeze = _prepare(model, x6, targets)
+  return _finish(_rise(*_split(model), x6, targets, jax.random.key(seed), masks, cells,
+                       keep_probability, batch_size), squeeze)
+
+
+# -- LIME.
+
+def quickshift_segments(image_rgb: np.ndarray, kernel_size: float = 4, max_dist: float = 200,
+                        ratio: float = 0.2) -> np.ndarray:
+  """Superpixels of one RGB image in [0, 1] as LIME's image explainer makes them."""
+  from skimage.segmentation import quickshift  # noqa: PLC0415  (only LIME needs it)
+
+  return quickshift(np.asarray(image_rgb, np.float64), kernel_size=kernel_size,
+                    max_dist=max_dist, ratio=ratio, rng=0)
+
+
+def lime_surrogate(samples: np.ndarray, outputs: np.ndarray, kernel_width: float = 0.25,
+                   alpha: float = 1.0) -> np.ndarray:
+  """LIME's weighted ridge regression of outputs on superpixel indicators.
+
+  Args:
+    samples: (S, F) 0/1 indicators; row 0 is the unperturbed image (all ones).
+    outputs: (S, T) the model's outputs for each explained class.
+
+  Returns:
+    (F, T) the superpixels' weights.
+  """
+  # Sample weights: an exponential kernel on the cosine distance to the image.
+  norms = np.linalg.norm(samples, axis=1) * np.linalg.norm(samples[0])
+  distances = 1 - samples @ samples[0] / np.maximum(norms, 1e-12)
+  weights = np.sqrt(np.exp(-distances**2 / kernel_width**2))
+  # Ridge with an intercept: centre by the weighted means, then solve.
+  mean_x = weights @ samples / weights.sum()
+  mean_y = weights @ outputs / weights.sum()
+  xc, yc = samples - mean_x, outputs - mean_y
+  gram = xc.T @ (weights[:, None] * xc) + alpha * np.eye(samples.shape[1])
+  return np.linalg.solve(gram, xc.T @ (weights[:, None] * yc))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _probabilities(graphdef, state, x6) -> jax.Array:
+  return jax.nn.sigmoid(nnx.merge(graphdef, state)(x6))
+
+
+def lime(model: nnx.Module, x6: jax.Array, targets, samples: int = 500, features: int = 5,
+         seed: int = 0, batch_size: int = 50) -> jax.Array:
+  """LIME on quickshift superpixels: 1 on the `features` superpixels with the
+  largest positive weights for the target, 0 elsewhere; (N[, T], H, W, 1).
+
+  Switched-off superpixels take their mean colour (LIME's default); the
+  surrogate is fitted to the model's per-class probabilities (sigmoid: B-cos
+  models are trained with binary cross-entropy). Runs on the host, image by image.
+  """
+  targets, squeeze = _prepare(model, x6, targets)
+  if samples % batch_size:
+    raise ValueError(f"samples ({samples}) must be a multiple of batch_size ({batch_size})")
+  graphdef, state = _split(model)
+  rng = np.random.RandomState(seed)
+  images, targets = np.asarray(x6), np.asarray(targets)
+  results = np.zeros((*targets.shape, *images.shape[1:3], 1), np.float32)
+  for n, image in enumerate(images):
+    segments = quickshift_segments(image[..., :3])
+    ids, segments = np.unique(segments, return_inverse=True)
+    segments = segments.reshape(image.shape[:2])
+    means = np.stack([image[segments == i].mean(axis=0) for i in range(len(ids))])
+    indicators = rng.randint(0, 2, (samples, len(ids)))
+    indicators[0] = 1
+    outputs = []
+    for start in range(0, samples, batch_size):
+      on = indicators[start:start + batch_size][:, segments]  # (B, H, W)
+      perturbed = np.where(on[..., None] == 1, image[None], means[segments][None])
+      outputs.append(np.asarray(_probabilities(graphdef, state, jnp.asarray(perturbed))))
+    outputs = np.concatenate(outputs)[:, targets[n]]  # (S, T)
+    coefficients = lime_surrogate(indicators.astype(np.float64), outputs.astype(np.float64))
+    for t in range(targets.shape[1]):
+      order = np.argsort(-np.abs(coefficients[:, t]), kind="stable")
+      chosen = [i for i in order if coefficients[i, t] > 0][:features]
+      results[n, t, ..., 0] = np.isin(segments, chosen)
+  return _finish(jnp.asarray(results), squeeze)
+
+
+METHODS: dict[str, Method] = {
+    "bcos": bcos,
+    "gradient": gradient,
+    "input_x_gradient": input_x_gradient,
+    "integrated_gradients": integrated_gradients,
+    "grad_cam": grad_cam,
+    "occlusion": occlusion,
+    "rise": rise,
+    "lime": lime,
+}
+
+
+def get_method(name: str) -> Method:
+  if name not in METHODS:
+    raise ValueError(f"unknown attribution method {name!r}; known: {', '.join(METHODS)}")
+  return METHODS[name]

@@ -1,0 +1,201 @@
+"""The localisation metric ("grid pointing game", B-cos v1 Sec. 4 and C.2.1).
+
+Confidently and correctly classified test images of n different classes are
+tiled into an s×s grid (n = s²); an attribution method explains each of the
+n classes on the grid, and the score of one explanation is the fraction of
+its positive (smoothed) attribution that falls in the tile of the explained
+class: 1 is perfect, 1/n is what a uniform map scores.
+
+The functions reproduce the official code exactly, quirks included (the
+image order, NumPy's legacy seed-42 class sampling, the column-major tile
+order, the grid builder skipping one index after each grid), so scores are
+comparable with the papers' figures.
+"""
+
+import functools
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# The official analysis settings (B-cos v2 names): n_imgs, grids, rescale, threshold.
+SETTINGS = {
+    f"{count}_{side}x{side}{'_rescale' if rescale else ''}{'' if thresh else '_noconfthresh'}":
+        dict(n_imgs=side * side, count=count, rescale=rescale, conf_thresh=thresh)
+    for count in (500, 250) for side in (2, 3) for rescale in (True, False)
+    for thresh in (0.5, 0.0)
+}
+
+
+def grid_side(n_imgs: int) -> int:
+  side = int(round(n_imgs**0.5))
+  if side * side != n_imgs or side < 2:
+    raise ValueError(f"n_imgs must be a square number >= 4 (4 for 2×2, 9 for 3×3), got {n_imgs}")
+  return side
+
+
+def _confident(logit: float, conf_thresh: float) -> bool:
+  # The official code thresholds a float32 sigmoid of the logit.
+  return float(1 / (1 + np.exp(-np.float32(logit), dtype=np.float32))) > conf_thresh
+
+
+def sorted_confidences(labels: np.ndarray, logits: np.ndarray, correct: np.ndarray,
+                       num_classes: int | None = None) -> dict[int, list[tuple[int, float]]]:
+  """Per class, the correctly classified images as (index, top logit), most confident first."""
+  labels, logits, correct = np.asarray(labels), np.asarray(logits), np.asarray(correct, bool)
+  num_classes = int(labels.max()) + 1 if num_classes is None else num_classes
+  confidences: dict[int, list[tuple[int, float]]] = {c: [] for c in range(num_classes)}
+  for index in np.flatnonzero(correct):
+    confidences[int(labels[index])].append((int(index), float(logits[index])))
+  # A stable sort: equal logits keep the dataset order, as in the official code.
+  return {c: sorted(v, key=lambda item: item[1], reverse=True) for c, v in confidences.items()}
+
+
+def sample_grid_indices(labels: np.ndarray, logits: np.ndarray, correct: np.ndarray, n_imgs: int,
+                        conf_thresh: float = 0.5, seed: int = 42,
+                        num_classes: int | None = None) -> np.ndarray:
+  """The image order of the grids: blocks of n_imgs images of distinct classes.
+
+  While more than n_imgs classes still have an unused image with
+  sigmoid(logit) > conf_thresh, n_imgs of those classes are drawn with NumPy's
+  legacy generator (`np.random.seed(seed)`; `np.random.choice` without
+  replacement) and each contributes its next most confident image.
+
+  Args:
+    labels: (N,) true classes of the test images.
+    logits: (N,) each image's top logit.
+    correct: (N,) whether the image was classified correctly.
+    n_imgs: images per grid.
+    conf_thresh: the minimum sigmoid confidence (0 keeps every correct image).
+    seed: the legacy NumPy seed (42 in the official code).
+    num_classes: classes of the dataset (default: the largest label + 1).
+
+  Returns:
+    (M,) image indices, M a multiple of n_imgs.
+  """
+  confidences = sorted_confidences(labels, logits, correct, num_classes)
+  classes = np.array(sorted(confidences))
+  position = dict.fromkeys(confidences, 0)
+
+  def still_confident(c: int) -> bool:
+    if position[c] >= len(confidences[c]):
+      return False
+    return _confident(confidences[c][position[c]][1], conf_thresh)
+
+  available = np.array([still_confident(c) for c in classes])
+  rng = np.random.RandomState(seed)  # the legacy stream of np.random.seed(seed)
+  indices = []
+  while available.sum() > n_imgs:
+    for c in rng.choice(classes[available], size=n_imgs, replace=False):
+      indices.append(confidences[c][position[c]][0])
+      position[c] += 1
+      available[c] = still_confident(c)
+  return np.array(indices, np.int64)
+
+
+def tile(images: np.ndarray) -> np.ndarray:
+  """n_imgs (n, h, w, C) images -> one (s·h, s·w, C) grid in the official tile
+  order: image k = a·s + b goes to row b, column a (column-major)."""
+  side = grid_side(len(images))
+  n, h, w, c = images.shape
+  blocks = np.asarray(images).reshape(side, side, h, w, c)  # (a, b, h, w, C)
+  return blocks.transpose(1, 2, 0, 3, 4).reshape(side * h, side * w, c)
+
+
+def make_grid(images: Sequence, labels: Sequence[int], indices: np.ndarray, n_imgs: int,
+              offset: int) -> tuple[np.ndarray, np.ndarray, int]:
+  """One grid from `indices[offset:]`: the next n_imgs images of distinct classes.
+
+  Returns:
+    (grid (s·h, s·w, C), targets (n_imgs,), the next offset). As in the
+    official code, the next offset is one past the index after the last
+    image used, so one index is skipped after each grid.
+  """
+  chosen, targets, i = [], [], 0
+  while len(chosen) < n_imgs:
+    if offset + i >= len(indices):
+      raise ValueError(f"the grid order has only {len(indices)} images, too few for another "
+                       f"grid of {n_imgs}; ask for fewer grids (a smaller model test set gives "
+                       "fewer confident images per class)")
+    index = int(indices[offset + i])
+    i += 1
+    if int(labels[index]) in targets:  # never happens with sample_grid_indices' blocks
+      continue
+    chosen.append(np.asarray(images[index]))
+    targets.append(int(labels[index]))
+  return tile(np.stack(chosen)), np.array(targets, np.int64), offset + i + 1
+
+
+def make_grids(images: Sequence, labels: Sequence[int], indices: np.ndarray, n_imgs: int,
+               count: int) -> tuple[np.ndarray, np.ndarray]:
+  """`count` grids: images (N, h, w, C) (any indexable) -> (count, s·h, s·w, C), (count, n_imgs)."""
+  grids, targets, offset = [], [], 0
+  for _ in range(count):
+    grid, grid_targets, offset = make_grid(images, labels, indices, n_imgs, offset)
+    grids.append(grid)
+    targets.append(grid_targets)
+  return np.stack(grids), np.stack(targets)
+
+
+def box_smooth(maps: jax.Array, size: int) -> jax.Array:
+  """(n, H, W) -> mean over size×size windows, zero padding counted (torch avg_pool2d,
+  stride 1, padding (size - 1) // 2)."""
+  pad = (size - 1) // 2
+  summed = jax.lax.reduce_window(maps, 0.0, jax.lax.add, (1, size, size), (1, 1, 1),
+                                 ((0, 0), (pad, pad), (pad, pad)))
+  return summed / (size * size)
+
+
+@functools.partial(jax.jit, static_argnames=("n_imgs", "smooth"))
+def score(attributions: jax.Array, n_imgs: int, smooth: int = 0) -> jax.Array:
+  """The localisation score of each of a grid's n_imgs explanations.
+
+  Args:
+    attributions: (n_imgs, sH, sW) or (n_imgs, sH, sW, C) (summed over C);
+      row k explains the class of tile k.
+    n_imgs: images in the grid.
+    smooth: box-smoothing kernel (0 or 1: none).
+
+  Returns:
+    (n_imgs,) the fraction of positive attribution inside the right tile.
+  """
+  side = grid_side(n_imgs)
+  maps = jnp.asarray(attributions, jnp.float32)
+  if maps.ndim == 4:
+    maps = maps.sum(axis=-1)
+  if maps.ndim != 3 or maps.shape[0] != n_imgs:
+    raise ValueError(f"attributions must be (n_imgs={n_imgs}, sH, sW[, C]), got "
+                     f"{attributions.shape}")
+  tile_h, tile_w = maps.shape[1] // side, maps.shape[2] // side
+  if smooth > 1:
+    maps = box_smooth(maps, smooth)
+  maps = jnp.maximum(maps, 0)  # only positive evidence counts
+  maps = maps[:, :side * tile_h, :side * tile_w]
+  tiles = maps.reshape(n_imgs, side, tile_h, side, tile_w).sum(axis=(2, 4))  # (n, row, col)
+  tiles = tiles.transpose(0, 2, 1).reshape(n_imgs, -1)  # tile index k = col·s + row
+  total = tiles.sum(axis=1, keepdims=True)
+  fractions = jnp.where(total * tiles > 0, tiles / jnp.where(total > 0, total, 1), 0)
+  return fractions[jnp.arange(n_imgs), jnp.arange(n_imgs)]
+
+
+Attribute = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def grid_scores(attribute: Attribute, grids_x6: Sequence[jax.Array] | jax.Array,
+                targets: np.ndarray, smooth: int) -> np.ndarray:
+  """Scores of every explanation on every grid.
+
+  Args:
+    attribute: (x6 (1, sH, sW, 6), targets (1, n_imgs)) -> (1, n_imgs, sH, sW, C).
+    grids_x6: encoded grids, each (sH, sW, 6).
+    targets: (count, n_imgs).
+
+  Returns:
+    (count · n_imgs,) scores, grid by grid.
+  """
+  n_imgs = targets.shape[1]
+  scores = [score(attribute(jnp.asarray(grid)[None], jnp.asarray(grid_targets)[None])[0],
+                  n_imgs=n_imgs, smooth=smooth)
+            for grid, grid_targets in zip(grids_x6, targets, strict=True)]
+  return np.asarray(jnp.concatenate(scores))
