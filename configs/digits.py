@@ -12,41 +12,29 @@ RGB versions of the 1,797 8×8 digits (1,437 train / 360 test). Variants:
 `:b=1.5` changes B (with that B's scale and temperature), `:width=1` is full width.
 """
 
-from ml_collections import ConfigDict, config_dict
+from ml_collections import ConfigDict
+
+from bcos_jax.train.config_schema import defaults, parse_variant
 
 
 def get_config(arg: str | None = None) -> ConfigDict:
-  options = dict(b="2", width="0.25")
-  for item in filter(None, (arg or "").split(",")):
-    key, _, value = item.partition("=")
-    if key not in options:
-      raise ValueError(f"unknown variant option {key!r}; known: {sorted(options)}")
-    options[key] = value
+  options = parse_variant(arg, dict(b="2", width="0.25"))
   width = float(options["width"])
   channels = tuple(max(4, int(c * width)) for c in (64, 64, 128, 128, 128, 256, 256, 256))
 
-  config = ConfigDict()
-  config.seed = 0
-  config.model = ConfigDict({"name": f"v1_cifar9l_b{float(options['b']):g}",
-                             "overrides": {"channels": channels}})
+  config = defaults()
+  config.model.name = f"v1_cifar9l_b{float(options['b']):g}"
+  config.model.overrides = ConfigDict({"channels": channels})
   config.dataset = "bcos_digits"
-  config.data_dir = config_dict.placeholder(str)  # None: $TFDS_DATA_DIR or ~/tensorflow_datasets
-  config.train_split = "train"
-  config.eval_split = "test"
   config.recipe = "digits"
   config.batch_size = 64
   config.num_epochs = 10
-  config.num_steps = config_dict.placeholder(int)  # None: num_epochs decides
-  config.worker_count = 0
-  config.optimizer = ConfigDict({"schedule": "cosine", "learning_rate": 1e-3,
-                                 "warmup_epochs": 1,
-                                 "grad_clip_norm": config_dict.placeholder(float)})
+  config.optimizer.schedule = "cosine"
+  config.optimizer.learning_rate = 1e-3
+  config.optimizer.warmup_epochs = 1
   steps_per_epoch = 1437 // config.batch_size
   config.log_every = steps_per_epoch
   config.eval_every = 2 * steps_per_epoch
   config.checkpoint_every = 2 * steps_per_epoch
   config.keep_checkpoints = 2
-  config.num_explanations = 8
-  config.num_devices = config_dict.placeholder(int)  # None: all devices
-  config.distributed = False
   return config

@@ -1,6 +1,14 @@
 """B-cos model families and the registry that builds them by name."""
 
-from bcos_jax.models import cifar, convnext, densenet, resnet, vgg, vit  # noqa: F401  (importing registers the families)
+from bcos_jax.models import (  # noqa: F401  (importing registers the families)
+    cifar,
+    convnext,
+    densenet,
+    inception,
+    resnet,
+    vgg,
+    vit,
+)
 from bcos_jax.models.registry import ModelConfig, config_for, create, names
 from bcos_jax.models.saving import load, save
 

@@ -101,6 +101,8 @@ class BcosResNet(nnx.Module):
     scale: the v1 output scale (None: per-layer `k·sqrt(in)/100`), 1.0 for v2.
     norm: a `bcos_jax.nn.NORM_LAYERS` name, or "" for none (v1).
     stem_pool: "avg" (both official codes), "max" (torchvision) or "none".
+    small_inputs: a 3×3 stride-1 stem without pooling, for 32×32 images (the
+      v2 CIFAR-10 ResNets).
     stochastic_depth_prob: the last block's rate of dropping its residual branch
       while training (rates grow linearly from 0 over the blocks).
     classifier_before_pool: apply the 1×1 classifier at every position and
@@ -114,16 +116,18 @@ class BcosResNet(nnx.Module):
                num_classes: int = 1000, width: int = 64, groups: int = 1,
                width_per_group: int = 64, b: float = 2.0, max_out: int = 1,
                scale: float | None = 1.0, norm: str = "NoBias(BatchNormUncentered2d)",
-               stem_pool: str = "avg", classifier_before_pool: bool = True,
+               stem_pool: str = "avg", small_inputs: bool = False,
+               classifier_before_pool: bool = True,
                stochastic_depth_prob: float = 0.0,
                logit_temperature: float = 1.0, logit_bias: float | None = None,
                rngs: nnx.Rngs):
     block_class = BLOCKS[block]
     layer = {"b": b, "max_out": max_out, "scale": scale, "norm": norm}
-    self.stem_pool = stem_pool
+    self.stem_pool = "none" if small_inputs else stem_pool
     self.classifier_before_pool = classifier_before_pool
-    self.conv1 = BcosConv(6, width, 7, strides=2, padding=3, b=b, max_out=max_out, scale=scale,
-                          rngs=rngs)
+    kernel, stride = (3, 1) if small_inputs else (7, 2)
+    self.conv1 = BcosConv(6, width, kernel, strides=stride, padding=kernel // 2, b=b,
+                          max_out=max_out, scale=scale, rngs=rngs)
     self.bn1 = make_norm(norm, width) if norm else None
     c_in = width
     stages = []
@@ -169,6 +173,9 @@ _V2_DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
               152: ("bottleneck", (3, 8, 36, 3))}
 
 
+_CIFAR_DEPTHS = {20: 3, 32: 5, 44: 7, 56: 9}
+
+
 def _register() -> None:
   for depth, (block, layers) in _V2_DEPTHS.items():
     registry.register(f"resnet{depth}", BcosResNet, block=block, layers=layers)
@@ -177,6 +184,11 @@ def _register() -> None:
     registry.register(f"resnet{depth}_long", BcosResNet, block=block, layers=layers)
   registry.register("resnext50_32x4d", BcosResNet, block="bottleneck", layers=(3, 4, 6, 3),
                     groups=32, width_per_group=4)
+  # The v2 CIFAR-10 ResNets (3 stages of 16, 32, 64 channels); the official
+  # experiments train them without norm layers and with MaxOut 2 (configs/cifar10.py).
+  for depth, blocks in _CIFAR_DEPTHS.items():
+    registry.register(f"cifar10_resnet{depth}", BcosResNet, block="basic",
+                      layers=(blocks,) * 3, width=16, small_inputs=True, num_classes=10)
   registry.register("v1_resnet34", BcosResNet, block="basic", layers=(3, 4, 6, 3), max_out=2,
                     scale=None, norm="", logit_temperature=10.0, logit_bias=math.log(0.01 / 0.99))
 

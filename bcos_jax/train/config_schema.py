@@ -1,47 +1,91 @@
-"""The fields a training config may have: a mistyped one fails at start, by name.
+"""Every field a training config may have, with its default; a mistyped one fails at start.
 
-`ml_collections` locks a config against unknown overrides on the command
-line; this also catches unknown fields written in a config file (which the
-trainer would otherwise silently ignore).
+Config files start from `defaults()` and change what their recipe needs, so
+each file shows only its differences. `ml_collections` locks a config
+against unknown overrides on the command line; `validate` also catches
+unknown fields written in a config file, which the trainer would otherwise
+silently ignore.
 """
 
-from ml_collections import ConfigDict
-
-# Field -> None (a value) or the fields of a nested ConfigDict.
-FIELDS = {
-    "seed": None,
-    "model": {"name": None, "overrides": "any"},
-    "dataset": None, "data_dir": None, "train_split": None, "eval_split": None,
-    "recipe": None,
-    "mixing": {"mixup_alpha": None, "cutmix_alpha": None, "switch_prob": None},
-    "batch_size": None, "num_epochs": None, "num_steps": None, "accumulate_steps": None,
-    "worker_count": None, "eval_worker_count": None,
-    "optimizer": {"schedule": None, "learning_rate": None, "warmup_epochs": None,
-                  "warmup_steps": None, "decay_epochs": None, "decay_factor": None,
-                  "grad_clip_norm": None, "agc_clip_factor": None},
-    "loss": {"name": None, "aux_weight": None},
-    "ema_decay": None, "compute_dtype": None, "fsdp": None,
-    "log_every": None, "eval_every": None, "checkpoint_every": None, "keep_checkpoints": None,
-    "num_explanations": None, "num_devices": None, "distributed": None,
-    "progress_bar": None, "tensorboard": None,
-}
+from ml_collections import ConfigDict, config_dict
 
 
-def _check(config: ConfigDict, fields: dict, prefix: str) -> None:
+def defaults() -> ConfigDict:
+  """A config with every field the trainer reads, at its default."""
+  config = ConfigDict()
+  config.seed = 0
+  config.model = ConfigDict({"name": "", "overrides": ConfigDict()})  # registry name, options
+  config.dataset = ""  # a tfds name, or bcos_digits
+  config.data_dir = config_dict.placeholder(str)  # None: $TFDS_DATA_DIR or ~/tensorflow_datasets
+  config.train_split = "train"
+  config.eval_split = "test"
+  config.recipe = ""  # a bcos_jax.data.RECIPES name
+  # Batch transforms (v2 long recipes): mixup 0.2 / cutmix 1.0; 0 disables.
+  config.mixing = ConfigDict({"mixup_alpha": 0.0, "cutmix_alpha": 0.0, "switch_prob": 0.5})
+  config.batch_size = 64  # global, over all processes and devices
+  config.num_epochs = 1.0
+  config.num_steps = config_dict.placeholder(int)  # None: num_epochs decides
+  config.accumulate_steps = 1  # batches per optimiser update (a virtual batch)
+  config.worker_count = 0  # grain worker processes for training data
+  config.eval_worker_count = 0
+  config.optimizer = ConfigDict({
+      "schedule": "cosine",  # constant | cosine | step
+      "learning_rate": 1e-3,
+      "warmup_epochs": 0.0,
+      "warmup_steps": config_dict.placeholder(int),  # overrides warmup_epochs (vit_final)
+      "warmup_start_factor": 0.0,  # the warm-up starts at this fraction of the peak
+      "decay_epochs": (),  # step schedule: epochs at which lr *= decay_factor
+      "decay_factor": 0.1,
+      "grad_clip_norm": config_dict.placeholder(float),
+      "agc_clip_factor": config_dict.placeholder(float),  # adaptive gradient clipping (v2)
+  })
+  config.loss = ConfigDict({"name": "bce", "aux_weight": 0.0})
+  config.ema_decay = config_dict.placeholder(float)  # parameter EMA per step; None: off
+  config.compute_dtype = "float32"  # or bfloat16 (parameters stay float32)
+  config.fsdp = 1  # devices that share (shard) the parameters
+  config.log_every = 50
+  config.eval_every = 1000
+  config.checkpoint_every = 1000
+  config.keep_checkpoints = 3
+  config.num_explanations = 8  # test images explained (PNG) at every evaluation
+  config.num_devices = config_dict.placeholder(int)  # None: all devices
+  config.distributed = False  # jax.distributed.initialize() (several processes)
+  config.progress_bar = True
+  config.tensorboard = True
+  return config
+
+
+def parse_variant(arg: str | None, options: dict[str, str]) -> dict[str, str]:
+  """`key=value,key=value` (the part after ':' in --config) over `options`' defaults.
+
+  Raises:
+    ValueError: naming an unknown key and the known ones.
+  """
+  options = dict(options)
+  for item in filter(None, (arg or "").split(",")):
+    key, _, value = item.partition("=")
+    if key not in options:
+      raise ValueError(f"unknown variant option {key!r}; known: {sorted(options)}")
+    options[key] = value
+  return options
+
+
+def _check(config: ConfigDict, reference: ConfigDict, prefix: str) -> None:
   for key in config.keys():
     name = f"{prefix}{key}"
-    if key not in fields:
+    if key not in reference:
       raise ValueError(f"unknown config field {name!r}; the fields of "
-                       f"{prefix.rstrip('.') or 'the config'} are: {', '.join(sorted(fields))}")
-    nested = fields[key]
-    if isinstance(nested, dict):
+                       f"{prefix.rstrip('.') or 'the config'} are: "
+                       f"{', '.join(sorted(reference.keys()))}")
+    expected = reference[key]
+    if isinstance(expected, ConfigDict) and name != "model.overrides":
       value = config[key]
       if not isinstance(value, ConfigDict):
         raise ValueError(f"config field {name!r} must be a ConfigDict with fields "
-                         f"{', '.join(sorted(nested))}")
-      _check(value, nested, f"{name}.")
+                         f"{', '.join(sorted(expected.keys()))}")
+      _check(value, expected, f"{name}.")
 
 
 def validate(config: ConfigDict) -> None:
   """Raises ValueError naming the first field the trainer does not know."""
-  _check(config, FIELDS, "")
+  _check(config, defaults(), "")

@@ -7,11 +7,15 @@ from ml_collections import ConfigDict
 def make_schedule(config: ConfigDict, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
   """Builds `config.schedule`: "constant", "cosine" (with linear warm-up) or "step".
 
-  Fields: learning_rate, warmup_epochs, and for "step" decay_epochs (a list)
-  and decay_factor (v1 ImageNet: lr ÷ 10 at epoch 60).
+  Fields: learning_rate, warmup_epochs (or warmup_steps), warmup_start_factor
+  (the warm-up starts at that fraction of the peak: 0.01 in the v2 recipes),
+  and for "step" decay_epochs (a list) and decay_factor (v1 ImageNet: lr ÷ 10
+  at epoch 60).
   """
   peak = config.learning_rate
-  warmup = int(config.get("warmup_epochs", 0) * steps_per_epoch)
+  warmup = config.get("warmup_steps")
+  if warmup is None:
+    warmup = int(config.get("warmup_epochs", 0) * steps_per_epoch)
   name = config.schedule
   if name == "constant":
     main = optax.constant_schedule(peak)
@@ -25,4 +29,5 @@ def make_schedule(config: ConfigDict, total_steps: int, steps_per_epoch: int) ->
     raise ValueError(f"unknown schedule {name!r}; known: constant, cosine, step")
   if warmup == 0:
     return main
-  return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), main], [warmup])
+  start = peak * config.get("warmup_start_factor", 0.0)
+  return optax.join_schedules([optax.linear_schedule(start, peak, warmup), main], [warmup])

@@ -65,3 +65,19 @@ def test_forward_shape_and_entry_check():
   chex.assert_shape(model(jnp.ones((2, 32, 32, 6))), (2, 10))
   with pytest.raises(ValueError, match="add_inverse"):
     model(jnp.ones((2, 32, 32, 3)))
+
+
+def test_v2_cifar_resnet_has_a_small_stem_and_explains_exactly():
+  import jax
+
+  from bcos_jax import explain
+  from bcos_jax.nn import add_inverse
+
+  model = models.create("cifar10_resnet20", norm="", max_out=2, rngs=nnx.Rngs(0))
+  assert model.conv1.kernel_size == (3, 3) and model.stem_pool == "none"
+  x6 = add_inverse(jax.random.uniform(jax.random.key(0), (2, 32, 32, 3)))
+  e = jax.jit(lambda x: explain.explain(model, x))(x6)
+  chex.assert_shape(e.logits, (2, 10))
+  chex.assert_trees_all_close(e.contributions.sum(axis=(1, 2)),
+                              e.logits[jax.numpy.arange(2), e.targets] - model.logit_layer.bias,
+                              rtol=1e-4, atol=1e-5)

@@ -37,5 +37,7 @@ def test_unknown_loss_lists_the_known_ones():
 
 def test_topk_correct():
   logits = jnp.array([[0.1, 0.9, 0.5], [0.7, 0.2, 0.1]])
-  chex.assert_trees_all_close(losses.topk_correct(logits, jnp.array([2, 0]), 1), jnp.array([0.0, 1.0]))
-  chex.assert_trees_all_close(losses.topk_correct(logits, jnp.array([2, 1]), 2), jnp.array([1.0, 1.0]))
+  top1 = losses.topk_correct(logits, jnp.array([2, 0]), 1)
+  top2 = losses.topk_correct(logits, jnp.array([2, 1]), 2)
+  chex.assert_trees_all_close(top1, jnp.array([0.0, 1.0]))
+  chex.assert_trees_all_close(top2, jnp.array([1.0, 1.0]))
