@@ -27,7 +27,7 @@ import numpy as np
 from flax import nnx
 
 from bcos_jax.explain import probe
-from bcos_jax.explain.explanation import eval_view, explain
+from bcos_jax.explain.explanation import check_targets, eval_view, explain
 from bcos_jax.nn.encoding import check_encoded
 
 Method = Callable[..., jax.Array]
@@ -36,12 +36,7 @@ Method = Callable[..., jax.Array]
 def _prepare(model: nnx.Module, x6: jax.Array, targets) -> tuple[jax.Array, bool]:
   """Checks the inputs; returns targets as (N, T) and whether T was absent."""
   check_encoded(x6, type(model).__name__)
-  targets = jnp.asarray(targets)
-  if targets.ndim not in (1, 2) or targets.shape[0] != x6.shape[0]:
-    raise ValueError(f"targets must have shape (N,) or (N, T) with N = {x6.shape[0]} images, "
-                     f"got {targets.shape}")
-  if not jnp.issubdtype(targets.dtype, jnp.integer):
-    raise ValueError(f"targets must be integer class indices, got dtype {targets.dtype}")
+  targets = check_targets(targets, x6.shape[0])
   squeeze = targets.ndim == 1
   return (targets[:, None] if squeeze else targets), squeeze
 

@@ -70,6 +70,17 @@ def _explain_jit(graphdef: nnx.GraphDef, state: nnx.State, x6: jax.Array,
   return _package(logits, targets, weights, x6, squeeze)
 
 
+def check_targets(targets, num_images: int) -> jax.Array:
+  """Targets as an integer array of shape (N,) or (N, T); ValueError otherwise."""
+  targets = jnp.asarray(targets)
+  if targets.ndim not in (1, 2) or targets.shape[0] != num_images:
+    raise ValueError(f"targets must have shape (N,) or (N, T) with N = {num_images} "
+                     f"images, got {targets.shape}")
+  if not jnp.issubdtype(targets.dtype, jnp.integer):
+    raise ValueError(f"targets must be integer class indices, got dtype {targets.dtype}")
+  return targets
+
+
 def explain(model: nnx.Module, x6: jax.Array, targets: jax.Array | None = None) -> Explanation:
   """Explains logits of a batch of encoded images with one `jax.vjp`.
 
@@ -89,12 +100,7 @@ def explain(model: nnx.Module, x6: jax.Array, targets: jax.Array | None = None) 
   """
   check_encoded(x6, type(model).__name__)
   if targets is not None:
-    targets = jnp.asarray(targets)
-    if targets.ndim not in (1, 2) or targets.shape[0] != x6.shape[0]:
-      raise ValueError(f"targets must have shape (N,) or (N, T) with N = {x6.shape[0]} "
-                       f"images, got {targets.shape}")
-    if not jnp.issubdtype(targets.dtype, jnp.integer):
-      raise ValueError(f"targets must be integer class indices, got dtype {targets.dtype}")
+    targets = check_targets(targets, x6.shape[0])
   graphdef, state = nnx.split(eval_view(model))
   return _explain_jit(graphdef, state, x6, targets)
 

@@ -30,7 +30,10 @@ def make_mesh(num_devices: int | None = None, fsdp: int = 1) -> jax.sharding.Mes
   if fsdp < 1 or count % fsdp:
     raise ValueError(f"fsdp={fsdp} must divide the {count} devices; use one of "
                      f"{[d for d in range(1, count + 1) if count % d == 0]}")
-  return jax.make_mesh((count // fsdp, fsdp), BATCH_AXES, devices=jax.devices()[:count])
+  # Auto axes: the compiler propagates the parameter shardings through the
+  # model (FSDP's all-gathers), as with jit's in/out shardings of old.
+  return jax.make_mesh((count // fsdp, fsdp), BATCH_AXES, devices=jax.devices()[:count],
+                       axis_types=(jax.sharding.AxisType.Auto,) * 2)
 
 
 def check_batch_divides(global_batch_size: int, mesh: jax.sharding.Mesh) -> None:
