@@ -24,7 +24,7 @@ _RECIPE = flags.DEFINE_string("recipe", None, "Preprocessing recipe (default: th
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "tfds data directory.")
 _METHODS = flags.DEFINE_list("methods", ["bcos"], "Attribution methods, of: bcos, gradient, "
                              "input_x_gradient, integrated_gradients, grad_cam, occlusion, "
-                             "rise, lime.")
+                             "rise, lime; or all.")
 _OPTIONS = flags.DEFINE_string("method_options", "{}", 'JSON, e.g. {"occlusion": {"window": 4}}.')
 _GRID = flags.DEFINE_integer("grid", 3, "Grid side: 2 (2×2) or 3 (3×3).")
 _GRIDS = flags.DEFINE_integer("grids", 250, "Number of grids (250 or 500 in the papers).")

@@ -128,11 +128,21 @@ def make_grid(images: Sequence, labels: Sequence[int], indices: np.ndarray, n_im
 
 
 def make_grids(images: Sequence, labels: Sequence[int], indices: np.ndarray, n_imgs: int,
-               count: int) -> tuple[np.ndarray, np.ndarray]:
-  """`count` grids: images (N, h, w, C) (any indexable) -> (count, s·h, s·w, C), (count, n_imgs)."""
+               count: int, allow_fewer: bool = False) -> tuple[np.ndarray, np.ndarray]:
+  """`count` grids: images (N, h, w, C) (any indexable) -> (count, s·h, s·w, C), (count, n_imgs).
+
+  Args:
+    allow_fewer: stop early, with the grids there are, when `indices` runs
+      out (a small test set); by default that is an error.
+  """
   grids, targets, offset = [], [], 0
   for _ in range(count):
-    grid, grid_targets, offset = make_grid(images, labels, indices, n_imgs, offset)
+    try:
+      grid, grid_targets, offset = make_grid(images, labels, indices, n_imgs, offset)
+    except ValueError:
+      if allow_fewer and grids:
+        break
+      raise
     grids.append(grid)
     targets.append(grid_targets)
   return np.stack(grids), np.stack(targets)

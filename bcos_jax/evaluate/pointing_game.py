@@ -33,6 +33,7 @@ class Setting:
   smooth: int = 15
   rescale: bool = False
   conf_thresh: float = 0.5
+  allow_fewer: bool = False  # fewer grids than `count` when the test set runs out
 
   @property
   def name(self) -> str:
@@ -97,7 +98,8 @@ def run(model: nnx.Module, source, transform, grid_transform, methods: dict[str,
   order = localisation.sample_grid_indices(labels, tops, correct, setting.n_imgs,
                                            setting.conf_thresh, num_classes=source.num_classes)
   grids, targets = localisation.make_grids(_TransformedImages(source, grid_transform), labels,
-                                           order, setting.n_imgs, setting.count)
+                                           order, setting.n_imgs, setting.count,
+                                           setting.allow_fewer)
   grids_x6 = data.to_model_input(jnp.asarray(grids))
   scores = {}
   for name, method in methods.items():
@@ -156,7 +158,10 @@ def write_results(out_dir: str | pathlib.Path, scores: dict[str, np.ndarray], se
 
 def methods_by_name(names: Sequence[str], options: dict[str, dict] | None = None
                     ) -> dict[str, Callable]:
-  """name -> method with its options bound (e.g. {'occlusion': {'window': 4}})."""
+  """name -> method with its options bound (e.g. {'occlusion': {'window': 4}}); the
+  name 'all' stands for every method."""
   options = options or {}
+  if "all" in names:
+    names = list(attribution.METHODS)
   return {name: functools.partial(attribution.get_method(name), **options.get(name, {}))
           for name in names}

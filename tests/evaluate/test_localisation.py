@@ -95,3 +95,10 @@ def test_rescaled_evaluation_transform_halves_the_image():
   assert out["label"] == 3
   jpeg_like = recipes.rescaled_eval("bcos_final", 3)
   assert jpeg_like.keywords == {"resize": 85, "crop": 74}
+
+
+def test_allow_fewer_grids_stops_when_the_order_runs_out():
+  images, labels = np.zeros((12, 2, 2, 3)), np.arange(12) % 4
+  grids, targets = localisation.make_grids(images, labels, np.arange(12), 4, 5, allow_fewer=True)
+  chex.assert_shape(grids, (2, 4, 4, 3))  # each grid uses 4 images and skips 1
+  chex.assert_shape(targets, (2, 4))
