@@ -15,6 +15,10 @@ from bcos_jax.models import registry, saving
 from bcos_jax.train.state import TrainState, split_model
 
 
+class CheckpointMismatchError(ValueError):
+  """A workdir's checkpoint does not fit the train state of the config given."""
+
+
 def manager(workdir: str | pathlib.Path, max_to_keep: int = 3,
             asynchronous: bool = True) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(
@@ -41,15 +45,24 @@ def restore_latest(mgr: ocp.CheckpointManager, abstract_state: TrainState,
   step = mgr.latest_step()
   if step is None:
     return None
-  restored = mgr.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract_state),
-      data=grain.checkpoint.CheckpointRestore(data_iterator)))
+  try:
+    restored = mgr.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state),
+        data=grain.checkpoint.CheckpointRestore(data_iterator)))
+  except ValueError as error:
+    if "do not match" not in str(error):
+      raise
+    raise CheckpointMismatchError(
+        f"the checkpoint of step {step} in {mgr.directory} does not fit this config's train "
+        "state (another model, optimiser, EMA or gradient-accumulation setting, or an older "
+        "bcos_jax): resume with the config it was written with, or use a new workdir"
+    ) from error
   return restored["state"]
 
 
 def _pure(tree):
   """A restored nnx.State (variables stored as {'value': array}, list indices as
-  strings) as the pure dict `nnx.State.replace_by_pure_dict` takes."""
+  strings) as the pure dict `nnx.replace_by_pure_dict` takes."""
   if not isinstance(tree, dict):
     return tree
   if tree.keys() == {"value"}:

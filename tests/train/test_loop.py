@@ -238,3 +238,12 @@ def test_train_step_updates_batchnorm_statistics():
   after = np.asarray(state.model_state["bn1"]["running_var"][...])
   assert np.isfinite(float(metrics["loss"]))
   assert not np.allclose(before, after)  # momentum 0.1 towards the batch variance
+
+
+def test_resuming_with_a_different_train_state_says_so(tmp_path, data_dir):
+  from bcos_jax.train.checkpointing import CheckpointMismatchError
+
+  loop.train_and_evaluate(_config(data_dir, num_steps=4, num_explanations=0), tmp_path)
+  with pytest.raises(CheckpointMismatchError, match="new workdir"):
+    loop.train_and_evaluate(_config(data_dir, num_steps=8, ema_decay=0.9, num_explanations=0),
+                            tmp_path)
