@@ -222,19 +222,22 @@ def _occlusion(graphdef, state, x6, targets, masks, batch_size) -> jax.Array:
   return attributions[..., None]
 
 
-def occlusion(model: nnx.Module, x6: jax.Array, targets, window: int = 8, stride: int = 4,
-              batch_size: int = 16) -> jax.Array:
+def occlusion(model: nnx.Module, x6: jax.Array, targets, window: int | None = None,
+              stride: int | None = None, batch_size: int = 16) -> jax.Array:
   """Occlusion: the drop of the target logit when a square of all 6 channels is zeroed.
 
   Every pixel receives, for each window that covers it, the logit's drop
   divided by the window's pixel count (as the official comparison).
 
   Args:
-    window: side of the zeroed square.
-    stride: distance between windows.
+    window: side of the zeroed square (default: 1/8 of the image side, at least 4:
+      8 for a 64×64 grid of digits, 28 for a 224×224 image).
+    stride: distance between windows (default: half the window).
     batch_size: masked copies evaluated at once per image batch.
   """
   targets, squeeze = _prepare(model, x6, targets)
+  window = window or max(4, min(x6.shape[1:3]) // 8)
+  stride = stride or max(1, window // 2)
   if window < 1 or stride < 1:
     raise ValueError(f"window and stride must be >= 1, got {window} and {stride}")
   masks = jnp.asarray(occlusion_masks(x6.shape[1], x6.shape[2], window, stride))
