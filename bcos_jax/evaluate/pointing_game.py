@@ -137,7 +137,7 @@ def box_plot(path: str | pathlib.Path, scores: dict[str, np.ndarray], n_imgs: in
   ax.set_ylim(0, 1.05)
   ax.set_ylabel("localisation")
   ax.set_title(title)
-  ax.legend(loc="lower right", fontsize="small")
+  ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")  # beside the boxes
   fig.tight_layout()
   fig.savefig(path, dpi=150)
   plt.close(fig)
