@@ -8,6 +8,7 @@ builder arguments (layer scales, logit temperature and bias), so
 import pathlib
 
 import grain
+import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
@@ -89,7 +90,11 @@ def restore_model(workdir: str | pathlib.Path, step: int | None = None) -> nnx.M
   abstract = nnx.eval_shape(lambda: registry.create(name, rngs=nnx.Rngs(0),
                                                     **saving.tuples(config)))
   graphdef, params, rest = split_model(abstract)
-  stored = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+  # Onto this process's first device, whatever the topology the run was saved on
+  # (e.g. trained on 8 accelerators, evaluated on one).
+  here = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  stored = mgr.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(fallback_sharding=here)))["state"]
   nnx.replace_by_pure_dict(params, _pure(stored["params"]))
   nnx.replace_by_pure_dict(rest, _pure(stored["model_state"]))
   mgr.close()

@@ -64,3 +64,40 @@ def test_oracle_scores_one_uniform_one_over_n_and_results_are_written(tmp_path):
 
 def test_all_names_every_method():
   assert list(pointing_game.methods_by_name(["all"])) == list(attribution.METHODS)
+
+
+def test_command_on_a_trained_run(tmp_path):
+  """python -m bcos_jax.evaluate on a (briefly) trained digits run writes its results."""
+  import importlib.util
+  import os
+  import pathlib
+  import subprocess
+  import sys
+
+  from bcos_jax.train import loop
+
+  root = pathlib.Path(__file__).parents[2]
+  spec = importlib.util.spec_from_file_location("digits", root / "configs" / "digits.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.data_dir = str(tmp_path / "tfds")
+  config.num_steps, config.batch_size = 80, 32
+  config.optimizer.schedule, config.optimizer.learning_rate = "constant", 3e-3
+  config.optimizer.warmup_epochs = 0
+  config.eval_every = config.checkpoint_every = 80
+  config.num_explanations, config.progress_bar = 0, False
+  workdir = tmp_path / "run"
+  loop.train_and_evaluate(config, workdir)
+  env = {**os.environ, "XLA_FLAGS": ""}
+  result = subprocess.run(
+      [sys.executable, "-m", "bcos_jax.evaluate", f"--workdir={workdir}", "--grid=2",
+       "--grids=1", "--smooth=1", "--conf_thresh=0", "--methods=bcos,grad_cam",
+       f"--out={tmp_path / 'out'}"], cwd=root, env=env, capture_output=True, text=True,
+      timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  summary = json.loads((tmp_path / "out" / "1_2x2_noconfthresh_smooth1.json").read_text())
+  assert set(summary["scores"]) == {"bcos", "grad_cam"}
+  usage = subprocess.run([sys.executable, "-m", "bcos_jax.evaluate"], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=300, check=False)
+  assert usage.returncode != 0 and "exactly one of --workdir" in usage.stderr

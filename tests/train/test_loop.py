@@ -247,3 +247,43 @@ def test_resuming_with_a_different_train_state_says_so(tmp_path, data_dir):
   with pytest.raises(CheckpointMismatchError, match="new workdir"):
     loop.train_and_evaluate(_config(data_dir, num_steps=8, ema_decay=0.9, num_explanations=0),
                             tmp_path)
+
+
+def test_auxiliary_loss_adds_the_weighted_aux_head_loss():
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import optax
+  from flax import nnx
+
+  from bcos_jax.data import to_model_input
+  from bcos_jax.train import losses, steps
+  from bcos_jax.train import state as train_state
+
+  class TwoHeads(nnx.Module):
+    def __init__(self, rngs):
+      self.main = nnx.Linear(6, 5, rngs=rngs)
+      self.aux = nnx.Linear(6, 5, rngs=rngs)
+
+    def __call__(self, x, *, explain=False):
+      return self.main(x.mean(axis=(1, 2)))
+
+    def logits_with_aux(self, x, *, explain=False):
+      pooled = x.mean(axis=(1, 2))
+      return self.main(pooled), self.aux(pooled)
+
+  model = TwoHeads(nnx.Rngs(0))
+  images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (8, 4, 4, 3)), jnp.uint8)
+  labels = jnp.arange(8) % 5
+  x6 = to_model_input(images)
+  targets = losses.targets_from_labels(labels, 5)
+  expected = losses.bce(model(x6), targets) + 0.5 * losses.bce(model.logits_with_aux(x6)[1],
+                                                                 targets)
+  optimizer = optax.adam(1e-3)
+  graphdef, state = train_state.create(model, optimizer)
+  mesh = steps.make_mesh(1)
+  state = steps.place_state(state, mesh)
+  step = steps.make_train_step(graphdef, optimizer, optax.constant_schedule(1e-3), mesh, state,
+                               steps.StepOptions(aux_weight=0.5))
+  _, metrics = step(state, steps.shard_batch({"image": images, "label": labels}, mesh))
+  assert float(metrics["loss"]) == pytest.approx(float(jax.device_get(expected)), rel=1e-5)
