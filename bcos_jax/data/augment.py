@@ -8,9 +8,11 @@ RandomErasing) and the official v1 code (PCA lighting).
 
 import math
 
+import cv2
 import numpy as np
-from PIL import Image, ImageEnhance
+from PIL import Image
 
+from bcos_jax.data import decode, randaugment_v1
 from bcos_jax.data.decode import draft_for_box, open_image, to_rgb_array
 
 # ImageNet PCA of the RGB pixels (AlexNet; fb.resnet.torch, used by the v1 code).
@@ -45,17 +47,16 @@ def random_resized_crop_box(width: int, height: int, rng: np.random.Generator,
 
 
 def random_resized_crop(image, rng: np.random.Generator, size: int,
-                        scale=(0.08, 1.0)) -> Image.Image:
-  """Crops a random box and resizes it to size×size (bilinear, antialiased).
+                        scale=(0.08, 1.0)) -> np.ndarray:
+  """A random box resized to uint8 (size, size, 3) (bilinear; `randaugment_v1.render_crop`).
 
   For an encoded JPEG the box is drawn on the header's size, then the image
   is decoded at the largest 1/2^k size that keeps the box above `size`.
   """
-  image = image if isinstance(image, Image.Image) else open_image(image)
-  left, top, w, h = random_resized_crop_box(*image.size, rng, scale=scale)
-  factor = draft_for_box(image, (w, h), (size, size))
-  box = (left * factor, top * factor, (left + w) * factor, (top + h) * factor)
-  return _rgb(image).resize((size, size), Image.BILINEAR, box=box)
+  full_size = decode.image_size(image)
+  box = random_resized_crop_box(*full_size, rng, scale=scale)
+  photo = decode.decode_rgb(image, decode.reduction_for_box(box[2:], (size, size)))
+  return randaugment_v1.render_crop(photo, full_size, (), box, size)
 
 
 def resize_center_crop(image, resize: int, crop: int) -> Image.Image:
@@ -102,42 +103,41 @@ def horizontal_flip(image, rng: np.random.Generator, p: float = 0.5):
   return np.asarray(image)[:, ::-1]
 
 
-def _linear_lut(scale: float, offset: float) -> list[int]:
-  """A 256-entry table of clip(round(scale·v + offset)) for PIL's `point`."""
-  values = np.clip(np.round(scale * np.arange(256) + offset), 0, 255).astype(np.uint8)
-  return values.tolist()
+def color_jitter(image, rng: np.random.Generator, brightness: float = 0.4,
+                 contrast: float = 0.4, saturation: float = 0.4) -> np.ndarray:
+  """torchvision's ColorJitter (no hue), as on tensors: uint8 (H, W, 3) in and out.
 
-
-def color_jitter(image: Image.Image, rng: np.random.Generator, brightness: float = 0.4,
-                 contrast: float = 0.4, saturation: float = 0.4) -> Image.Image:
-  """torchvision's ColorJitter (no hue): factors in [1-s, 1+s], applied in random order.
-
-  Brightness (v·f) and contrast (mean + f·(v - mean), mean of the grey image)
-  are per-value maps, applied as lookup tables; saturation blends with the
-  grey image, as PIL's ImageEnhance.Color.
+  Factors are drawn in [1 - s, 1 + s] and applied in a random order, in
+  float32 and clipped after each op as torchvision's tensor code: brightness
+  scales, contrast blends with the mean grey, saturation with the grey image
+  (grey: 0.299 R + 0.587 G + 0.114 B). The v1 code applied it to PIL
+  images, which truncate to uint8 after each op: within a level or two.
   """
   factors = [rng.uniform(max(0.0, 1 - s), 1 + s) for s in (brightness, contrast, saturation)]
+  pixels = as_array(image).astype(np.float32)
   for index in rng.permutation(3):
-    factor = factors[index]
+    factor = float(factors[index])
     if index == 0:
-      image = image.point(_linear_lut(factor, 0.0) * 3)
+      pixels *= factor
     elif index == 1:
-      mean = np.asarray(image.convert("L"), np.float32).mean()
-      image = image.point(_linear_lut(factor, (1 - factor) * mean) * 3)
-    else:
-      image = ImageEnhance.Color(image).enhance(factor)
-  return image
+      mean = float(cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY).mean())
+      pixels = cv2.addWeighted(pixels, factor, pixels, 0.0, (1 - factor) * mean)
+    else:  # OpenCV blends with the grey image without NumPy's slow 3-wide broadcast
+      grey = cv2.cvtColor(cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+      pixels = cv2.addWeighted(pixels, factor, grey, 1 - factor, 0.0)
+    np.clip(pixels, 0, 255, out=pixels)
+  return np.rint(pixels).astype(np.uint8)
 
 
-def pca_lighting(image: Image.Image, rng: np.random.Generator,
-                 alpha_std: float = 0.1) -> Image.Image:
-  """AlexNet-style PCA lighting noise (the v1 code's `Lighting(0.1)`).
+def pca_lighting(image, rng: np.random.Generator, alpha_std: float = 0.1) -> np.ndarray:
+  """AlexNet-style PCA lighting noise (the v1 code's `Lighting(0.1)`): uint8 (H, W, 3).
 
-  The noise is one RGB offset per image, so it is a per-channel lookup table.
+  The noise is one RGB offset per image: the v1 code adds it to the [0, 1]
+  tensor, here it is rounded and added to the 0..255 values (saturating).
   """
   alpha = rng.normal(0.0, alpha_std, size=3)
-  shift = IMAGENET_EIGVEC @ (alpha * IMAGENET_EIGVAL) * 255.0  # the v1 code works in [0, 1]
-  return image.point(sum((_linear_lut(1.0, float(c)) for c in shift), []))
+  shift = IMAGENET_EIGVEC @ (alpha * IMAGENET_EIGVAL) * 255.0
+  return cv2.add(as_array(image), (*np.rint(shift).tolist(), 0.0))
 
 
 def random_erasing(image: np.ndarray, rng: np.random.Generator, p: float = 0.1,

@@ -13,8 +13,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
-from bcos_jax.data import augment, randaugment
-from bcos_jax.data.decode import draft_for_box, open_image
+from bcos_jax.data import augment, decode, randaugment, randaugment_v1
 
 TrainTransform = Callable[[dict, np.random.Generator], dict]
 EvalTransform = Callable[[dict], dict]
@@ -50,15 +49,15 @@ def _small_eval(record) -> dict:
 # on the whole image, RandomResizedCrop, flip, ColorJitter(0.4, 0.4, 0.4), PCA lighting.
 
 def _imagenet_v1_train(record, rng, size: int) -> dict:
-  image = open_image(record["image"])  # not decoded yet
-  # RandAugment keeps the image size, so the crop box can be drawn first and a
-  # JPEG decoded at the reduced size the crop allows.
-  left, top, w, h = augment.random_resized_crop_box(*image.size, rng)
-  factor = draft_for_box(image, (w, h), (size, size))
-  image = randaugment.rand_augment_v1(augment.as_pil(image), rng, num_ops=2, magnitude=9)
-  box = (left * factor, top * factor, (left + w) * factor, (top + h) * factor)
-  image = augment.horizontal_flip(image.resize((size, size), Image.BILINEAR, box=box), rng)
-  image = augment.color_jitter(image, rng)
+  # RandAugment keeps the image size, so the crop box can be drawn first (from
+  # the header), a JPEG decoded at the reduced size the crop allows, and the
+  # ops rendered straight into the crop.
+  full_size = decode.image_size(record["image"])
+  box = augment.random_resized_crop_box(*full_size, rng)
+  photo = decode.decode_rgb(record["image"], decode.reduction_for_box(box[2:], (size, size)))
+  ops = randaugment_v1.draw_ops(rng, full_size, num_ops=2, magnitude=9)
+  image = randaugment_v1.render_crop(photo, full_size, ops, box, size)
+  image = augment.color_jitter(augment.horizontal_flip(image, rng), rng)
   return _record(augment.pca_lighting(image, rng), record)
 
 
@@ -74,13 +73,13 @@ def _bcos_final_train(record, rng, size: int = 224) -> dict:
 
 
 def _bcos_final_long_train(record, rng, size: int = 176) -> dict:
-  image = augment.random_resized_crop(record["image"], rng, size)
+  image = augment.as_pil(augment.random_resized_crop(record["image"], rng, size))
   image = augment.horizontal_flip(randaugment.trivial_augment_wide(image, rng), rng)
   return _record(augment.random_erasing(augment.as_array(image), rng, p=0.1), record)
 
 
 def _vit_train(record, rng, size: int = 224) -> dict:
-  image = augment.random_resized_crop(record["image"], rng, size)
+  image = augment.as_pil(augment.random_resized_crop(record["image"], rng, size))
   image = randaugment.rand_augment(image, rng, num_ops=2, magnitude=10)
   return _record(augment.horizontal_flip(image, rng), record)
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bcos_jax.data import augment, mixing, randaugment
+from bcos_jax.data import augment, mixing, randaugment, randaugment_v1
 
 
 def _rng(seed=0):
@@ -34,27 +34,6 @@ def test_each_torchvision_op(sample_images, op, space):
   assert changed == (op != "identity"), op
 
 
-@pytest.mark.parametrize("op, low, high", randaugment.V1_OPS)
-def test_each_v1_op_at_magnitude_9(sample_images, op, low, high):
-  image = Image.fromarray(sample_images["chelsea"]).resize((224, 224))
-  value = 9 / 30 * (high - low) + low
-  out = randaugment.apply_v1_op(image, op, value, _rng(5))
-  _check(out, (224, 224, 3))
-  np.testing.assert_array_equal(_array(out),
-                                _array(randaugment.apply_v1_op(image, op, value, _rng(5))))
-  assert np.any(_array(out) != _array(image)), op
-
-
-def test_v1_quirks_are_kept(sample_images):
-  image = Image.fromarray(sample_images["coffee"]).resize((64, 64))
-  # Posterize at m=9 keeps int(1.2) = 1 bit: only values 0 and 128 remain.
-  posterized = _array(randaugment.apply_v1_op(image, "posterize", 1.2, _rng()))
-  assert set(np.unique(posterized)) <= {0, 128}
-  # Enhancements are unsigned: m=9 gives the factor 0.64 (a darker image).
-  darker = _array(randaugment.apply_v1_op(image, "brightness", 0.64, _rng()))
-  assert darker.mean() < _array(image).mean()
-
-
 @pytest.mark.parametrize("op", ["rotate", "shear_x", "translate_y", "brightness", "solarize",
                                 "posterize"])
 def test_zero_magnitude_keeps_the_image(sample_images, op):
@@ -64,7 +43,9 @@ def test_zero_magnitude_keeps_the_image(sample_images, op):
 
 
 @pytest.mark.parametrize("fn", [
-    lambda im, rng: randaugment.rand_augment_v1(im, rng, 2, 9),
+    lambda im, rng: randaugment_v1.render_crop(np.asarray(im), im.size,
+                                               randaugment_v1.draw_ops(rng, im.size, 2, 9),
+                                               (0, 0, *im.size), 128),
     lambda im, rng: randaugment.rand_augment(im, rng, 2, 10),
     randaugment.trivial_augment_wide,
     lambda im, rng: augment.random_resized_crop(im, rng, 96),
@@ -83,6 +64,35 @@ def test_random_ops_are_deterministic_given_the_generator(sample_images, fn):
   outputs = [_array(fn(image, _rng(seed))) for seed in range(8)]
   changed = [o.shape != (128, 128, 3) or np.any(o != np.asarray(image)) for o in outputs]
   assert any(changed)
+
+
+def _torchvision_jitter(pixels, factors, order):
+  """torchvision's tensor ColorJitter (float, clamped after each op), in float64."""
+  x = pixels.astype(np.float64)
+  for index in order:
+    grey = x @ np.array([0.299, 0.587, 0.114])
+    reference = {0: 0.0, 1: grey.mean(), 2: grey[..., None]}[index]
+    x = np.clip(reference + factors[index] * (x - reference), 0, 255)
+  return x
+
+
+def test_color_jitter_follows_torchvision(sample_images):
+  pixels = np.asarray(Image.fromarray(sample_images["astronaut"]).resize((128, 128)))
+  for seed in range(6):
+    rng = _rng(seed)
+    factors = [rng.uniform(0.6, 1.4) for _ in range(3)]
+    order = rng.permutation(3)
+    ours = augment.color_jitter(pixels, _rng(seed))
+    assert ours.dtype == np.uint8
+    np.testing.assert_allclose(ours, _torchvision_jitter(pixels, factors, order), atol=1)
+
+
+def test_pca_lighting_adds_one_offset_along_the_imagenet_components(sample_images):
+  pixels = np.asarray(Image.fromarray(sample_images["coffee"]).resize((64, 64)))
+  alpha = _rng(4).normal(0.0, 0.1, size=3)
+  shift = augment.IMAGENET_EIGVEC @ (alpha * augment.IMAGENET_EIGVAL) * 255
+  expected = np.clip(pixels + np.rint(shift), 0, 255)
+  np.testing.assert_array_equal(augment.pca_lighting(pixels, _rng(4)), expected)
 
 
 def test_random_resized_crop_decodes_jpeg_at_reduced_size(jpeg_folder):
