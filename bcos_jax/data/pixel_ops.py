@@ -46,8 +46,12 @@ def mean_grey(pixels: np.ndarray) -> int:
 
 def apply_lut(pixels: np.ndarray, tables: np.ndarray) -> np.ndarray:
   """Maps each channel through its row of `tables` ((3, 256)), or all through one (256,)."""
-  tables = np.broadcast_to(np.asarray(tables), (3, 256))
-  return cv2.LUT(pixels, np.ascontiguousarray(tables.T.astype(np.uint8)).reshape(256, 1, 3))
+  tables = np.asarray(tables).astype(np.uint8)
+  if tables.ndim == 2 and not np.all(tables == tables[:1]):
+    tables = np.ascontiguousarray(tables.T).reshape(256, 1, -1)
+  else:  # one table: OpenCV is twice as fast
+    tables = tables.reshape(-1, 256)[0]
+  return cv2.LUT(pixels, tables)
 
 
 def blend_lut(constant: float, factor: float) -> np.ndarray:

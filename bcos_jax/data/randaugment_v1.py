@@ -18,9 +18,10 @@ only image made, and every op is carried out in the crop's coordinates:
   interpolation would blur, and the ops before them, change the photograph
   before the resampling, as in the v1 code, the others the crop;
 - the ops that read the whole image take what they read from the whole
-  image at that point of the sequence (rendered only when an op precedes
-  them): auto_contrast its extremes (every pixel), equalize its histograms
-  and contrast its mean grey (every other pixel in each direction);
+  image at that point of the sequence: the decoded photograph when no op
+  precedes them, else a rendering of it: auto_contrast its extremes (every
+  pixel), equalize its histograms and contrast its mean grey (every other
+  pixel in each direction);
 - sharpness smooths the crop at its resolution, not the photograph's.
 
 So what differs from the v1 code is the resampling (one bilinear resampling
@@ -61,8 +62,8 @@ CUTOUT_COLOUR = (125, 123, 114)
 # before them, change the photograph before the resampling, as in the v1 code.
 BEFORE_RESAMPLING = frozenset({"posterize", "solarize", "solarize_add", "equalize",
                                "auto_contrast"})
-# Equalize's histogram and contrast's mean grey are read from every STATISTICS_STEP-th
-# pixel of the whole image in each direction.
+# When ops precede them, equalize's histogram and contrast's mean grey are read from
+# every STATISTICS_STEP-th pixel of the whole image in each direction.
 STATISTICS_STEP = 2
 _CV2_FILTERS = {Image.BILINEAR: cv2.INTER_LINEAR, Image.NEAREST: cv2.INTER_NEAREST}
 # One thread per worker: grain's worker processes are the parallelism.
@@ -216,7 +217,9 @@ def render(photo: np.ndarray, size: tuple[int, int], ops: tuple[Op, ...],
   split = max((k + 1 for k, op in enumerate(ops) if op.name in BEFORE_RESAMPLING), default=0)
 
   # The colour ops on the photograph, as functions of an image (statistics read once).
-  transforms = {k: _colour_transform(op, functools.partial(_whole_image, photo, size, ops[:k - 1]))
+  pixels = photo.shape[0] * photo.shape[1]
+  transforms = {k: _colour_transform(op, functools.partial(_whole_image, photo, size, ops[:k - 1]),
+                                     pixels)
                 for k, op in enumerate(ops[:split], start=1) if _is_colour(op)}
   source = photo
   for transform in transforms.values():
@@ -228,7 +231,7 @@ def render(photo: np.ndarray, size: tuple[int, int], ops: tuple[Op, ...],
     if _is_colour(op):
       if k > split:
         whole = functools.partial(_whole_image, photo, size, ops[:k - 1])
-        image = _colour_transform(op, whole)(image)
+        image = _colour_transform(op, whole, pixels)(image)
       continue
     colour = (0, 0, 0) if op.name in GEOMETRIC else CUTOUT_COLOUR
     if k <= split:  # painted before colour ops that ran on the photograph: recolour the paint
@@ -267,16 +270,24 @@ def _paint_op(image: np.ndarray, op: Op, to_input: np.ndarray, size: tuple[int, 
 
 def _whole_image(photo: np.ndarray, size: tuple[int, int], ops: tuple[Op, ...],
                  step: int) -> np.ndarray:
-  """The whole image after `ops`, every `step`-th decoded pixel (nearest, as the v1 ops)."""
+  """The whole image after `ops`: the photograph itself when no op precedes, else every
+  `step`-th decoded pixel of a rendering (nearest, as the v1 code's ops)."""
   if not ops:
-    return np.ascontiguousarray(photo[::step, ::step])
+    return photo
   canvas = (-(-photo.shape[1] // step), -(-photo.shape[0] // step))
   to_full = np.diag([size[0] / canvas[0], size[1] / canvas[1], 1.0])
   return render(photo, size, ops, to_full, canvas, Image.NEAREST)
 
 
-def _colour_transform(op: Op, whole_image) -> Callable[[np.ndarray], np.ndarray]:
-  """A colour op as a function of an image; `whole_image(step)` is read for its statistics."""
+def _colour_transform(op: Op, whole_image, pixels: int) -> Callable[[np.ndarray], np.ndarray]:
+  """A colour op as a function of an image.
+
+  Args:
+    op: a colour op.
+    whole_image: `whole_image(step)` gives the whole image the op reads, at every
+      `step`-th pixel of the decoded photograph (of `pixels` pixels) or finer.
+    pixels: the decoded photograph's pixel count.
+  """
   name, v = op.name, op.value
   if name == "color":
     return lambda pixels: pixel_ops.color(pixels, v)
@@ -284,9 +295,10 @@ def _colour_transform(op: Op, whole_image) -> Callable[[np.ndarray], np.ndarray]
     return lambda pixels: pixel_ops.sharpness(pixels, v)
   if name == "auto_contrast":  # extremes: every pixel counts
     table = pixel_ops.autocontrast_lut(*pixel_ops.extremes(whole_image(1)))
-  elif name == "equalize":  # a cumulative histogram: every other pixel, counted four times
-    counts = pixel_ops.histograms(whole_image(STATISTICS_STEP)) * STATISTICS_STEP**2
-    table = pixel_ops.equalize_lut(counts)
+  elif name == "equalize":  # a cumulative histogram, counted at the decoded size
+    whole = whole_image(STATISTICS_STEP)
+    scale = pixels / (whole.shape[0] * whole.shape[1])
+    table = pixel_ops.equalize_lut(np.round(pixel_ops.histograms(whole) * scale))
   elif name == "contrast":
     table = pixel_ops.blend_lut(pixel_ops.mean_grey(whole_image(STATISTICS_STEP)), v)
   elif name == "brightness":
