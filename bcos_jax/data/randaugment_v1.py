@@ -69,6 +69,7 @@ _CV2_FILTERS = {Image.BILINEAR: cv2.INTER_LINEAR, Image.NEAREST: cv2.INTER_NEARE
 # One thread per worker: grain's worker processes are the parallelism.
 cv2.setNumThreads(1)
 
+
 @dataclasses.dataclass(frozen=True)
 class Op:
   """One drawn op.
