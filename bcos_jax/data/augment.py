@@ -1,9 +1,11 @@
-"""Per-image augmentations of the official recipes, on uint8 images with NumPy/PIL.
+"""Per-image augmentations of the official recipes, on uint8 images (NumPy, OpenCV, PIL).
 
 Every random op takes a `np.random.Generator` (grain's per-record generator),
 so a pipeline is deterministic given its seed whatever the number of workers.
 Geometry follows torchvision (RandomResizedCrop, Resize, CenterCrop,
-RandomErasing) and the official v1 code (PCA lighting).
+RandomErasing), ColorJitter torchvision's tensor code, and PCA lighting the
+official v1 code. Training crops are arrays (decoded and resampled with
+OpenCV); the evaluation resize is PIL's antialiased one, as torchvision's.
 """
 
 import math
