@@ -17,10 +17,12 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   import jax
 
-  config = _CONFIG.value
+  from bcos_jax.train import config_schema
+
+  config = config_schema.complete(_CONFIG.value)
   # Several processes (hosts): jax.distributed finds its peers from the
   # cluster environment (TPU, Slurm, or the JAX_COORDINATOR_ADDRESS variables).
-  if config.get("distributed") or os.environ.get("JAX_COORDINATOR_ADDRESS"):
+  if config.distributed or os.environ.get("JAX_COORDINATOR_ADDRESS"):
     jax.distributed.initialize()
   from bcos_jax.train import train_and_evaluate
 

@@ -6,11 +6,10 @@
 Each method explains the top class of --images random images (one batch,
 after a warm-up call that compiles it); the table gives milliseconds per
 image, the median over --repeats calls. LIME runs quickshift on the host
-image by image, so it is timed over fewer samples with --lime-samples and
+image by image, so it is timed over fewer samples with --lime_samples and
 scaled to the paper's 500.
 """
 
-import argparse
 import json
 import pathlib
 import statistics
@@ -18,11 +17,20 @@ import time
 
 import jax
 import jax.numpy as jnp
+from absl import app, flags
 from flax import nnx
 
 from bcos_jax import models
-from bcos_jax.data import to_model_input
 from bcos_jax.evaluate import attribution
+
+_MODELS = flags.DEFINE_list("models", ["v1_cifar9l_b2:32", "resnet18:224"],
+                            "comma-separated NAME:IMAGE_SIZE")
+_METHODS = flags.DEFINE_list("methods", list(attribution.METHODS),
+                             "Attribution methods to time (comma-separated).")
+_IMAGES = flags.DEFINE_integer("images", 4, "Random images in the batch.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls per method (after a warm-up).")
+_LIME_SAMPLES = flags.DEFINE_integer("lime_samples", 100, "LIME samples timed (scaled to 500).")
+_JSON = flags.DEFINE_string("json", "bench/results/explainers.json", "The JSON file to write.")
 
 
 def _median_s(fn, repeats: int) -> float:
@@ -39,7 +47,7 @@ def measure(name: str, image_size: int, count: int, repeats: int, lime_samples: 
             methods: list[str]) -> list[dict]:
   model = models.create(name, rngs=nnx.Rngs(0))
   images = jax.random.randint(jax.random.key(0), (count, image_size, image_size, 3), 0, 256)
-  x6 = to_model_input(images.astype(jnp.uint8))
+  x6 = models.input_transform(model)(images.astype(jnp.uint8))
   targets = jnp.argmax(model(x6), axis=-1)
   rows = []
   for method_name in methods:
@@ -57,27 +65,20 @@ def measure(name: str, image_size: int, count: int, repeats: int, lime_samples: 
   return rows
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--models", default="v1_cifar9l_b2:32,resnet18:224",
-                      help="comma-separated NAME:IMAGE_SIZE")
-  parser.add_argument("--methods", default=",".join(attribution.METHODS))
-  parser.add_argument("--images", type=int, default=4)
-  parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--lime-samples", type=int, default=100)
-  parser.add_argument("--json", type=pathlib.Path,
-                      default=pathlib.Path("bench/results/explainers.json"))
-  args = parser.parse_args()
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   print(f"{'model':<16}{'size':>6}  {'method':<22}{'ms / image':>12}")
   rows = []
-  for entry in args.models.split(","):
+  for entry in _MODELS.value:
     name, _, size = entry.partition(":")
-    rows += measure(name, int(size or 224), args.images, args.repeats, args.lime_samples,
-                    args.methods.split(","))
-  args.json.parent.mkdir(parents=True, exist_ok=True)
-  args.json.write_text(json.dumps({"rows": rows}, indent=2))
-  print(f"wrote {args.json}")
+    rows += measure(name, int(size or 224), _IMAGES.value, _REPEATS.value, _LIME_SAMPLES.value,
+                    _METHODS.value)
+  out = pathlib.Path(_JSON.value)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps({"rows": rows}, indent=2))
+  print(f"wrote {out}")
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

@@ -12,7 +12,6 @@ N worker processes. Target for (a): >= 300 images/s per worker.
         [--workers 2] [--accelerator_images_per_s 2000]
 """
 
-import argparse
 import io
 import json
 import math
@@ -21,9 +20,19 @@ import platform
 import time
 
 import numpy as np
+from absl import app, flags
 from PIL import Image
 
 from bcos_jax import data
+
+_JSON = flags.DEFINE_string("json", "bench/results/input_pipeline.json",
+                            "The JSON file to write.")
+_WORKERS = flags.DEFINE_integer("workers", 2, "worker processes to test")
+_SECONDS = flags.DEFINE_float("seconds", 10.0, "per measurement")
+_BATCH = flags.DEFINE_integer("batch", 32, "Batch size of the grain pipeline.")
+_ACCELERATOR_IMAGES_PER_S = flags.DEFINE_float(
+    "accelerator_images_per_s", 4434.0, "training throughput to feed (default: B-cos ResNet-50, "
+    "bf16, batch 256 on one H100, bench/throughput.py)")
 
 RECIPES = {"imagenet_v1": "(a) ImageNet v1 train", "cifar10": "(b) CIFAR train",
            "bcos_final": "(c) ImageNet v2 train"}
@@ -71,51 +80,46 @@ def pipeline_rate(recipe, records, workers: int, batch: int, seconds: float) -> 
   return count / elapsed
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--json", type=pathlib.Path,
-                      default=pathlib.Path("bench/results/input_pipeline.json"))
-  parser.add_argument("--workers", type=int, default=2, help="worker processes to test")
-  parser.add_argument("--seconds", type=float, default=10.0, help="per measurement")
-  parser.add_argument("--batch", type=int, default=32)
-  parser.add_argument("--accelerator_images_per_s", type=float, default=4434.0,
-                      help="training throughput to feed (default: B-cos ResNet-50, bf16, "
-                           "batch 256 on one H100, bench/throughput.py)")
-  args = parser.parse_args()
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  workers, seconds, batch = _WORKERS.value, _SECONDS.value, _BATCH.value
+  accelerator_images_per_s = _ACCELERATOR_IMAGES_PER_S.value
 
   rows = []
   for name, label in RECIPES.items():
     recipe = data.get_recipe(name)
     records = make_records(name, 64)
     row = {"recipe": name, "what": label,
-           "transform_per_worker": transform_rate(recipe, records, args.seconds),
-           "pipeline_0_workers": pipeline_rate(recipe, records, 0, args.batch, args.seconds)}
-    total = pipeline_rate(recipe, records, args.workers, args.batch, args.seconds)
-    row[f"pipeline_{args.workers}_workers"] = total
-    row["pipeline_per_worker"] = total / args.workers
+           "transform_per_worker": transform_rate(recipe, records, seconds),
+           "pipeline_0_workers": pipeline_rate(recipe, records, 0, batch, seconds)}
+    total = pipeline_rate(recipe, records, workers, batch, seconds)
+    row[f"pipeline_{workers}_workers"] = total
+    row["pipeline_per_worker"] = total / workers
     rows.append(row)
 
   print(f"{platform.processor() or platform.machine()}, images/s")
   print(f"{'recipe':<14}{'what':<24}{'1 worker':>10}{'pipe, 0w':>10}"
-        f"{f'pipe, {args.workers}w':>10}{'per w':>8}")
+        f"{f'pipe, {workers}w':>10}{'per w':>8}")
   for r in rows:
     print(f"{r['recipe']:<14}{r['what']:<24}{r['transform_per_worker']:>10.0f}"
-          f"{r['pipeline_0_workers']:>10.0f}{r[f'pipeline_{args.workers}_workers']:>10.0f}"
+          f"{r['pipeline_0_workers']:>10.0f}{r[f'pipeline_{workers}_workers']:>10.0f}"
           f"{r['pipeline_per_worker']:>8.0f}")
   per_worker = rows[0]["transform_per_worker"]
-  needed = math.ceil(args.accelerator_images_per_s / per_worker)
-  delivered = rows[0][f"pipeline_{args.workers}_workers"]
+  needed = math.ceil(accelerator_images_per_s / per_worker)
+  delivered = rows[0][f"pipeline_{workers}_workers"]
   print(f"(a) at {per_worker:.0f} images/s per worker (target 300), {needed} workers would feed "
-        f"{args.accelerator_images_per_s:.0f} images/s if they scaled linearly; "
-        f"{args.workers} measured here deliver {delivered:.0f} "
-        f"({delivered / args.accelerator_images_per_s:.0%})")
-  result = {"machine": platform.machine(), "rows": rows, "workers_tested": args.workers,
-            "accelerator_images_per_s": args.accelerator_images_per_s,
+        f"{accelerator_images_per_s:.0f} images/s if they scaled linearly; "
+        f"{workers} measured here deliver {delivered:.0f} "
+        f"({delivered / accelerator_images_per_s:.0%})")
+  result = {"machine": platform.machine(), "rows": rows, "workers_tested": workers,
+            "accelerator_images_per_s": accelerator_images_per_s,
             "workers_needed": needed, "target_per_worker": 300}
-  args.json.parent.mkdir(parents=True, exist_ok=True)
-  args.json.write_text(json.dumps(result, indent=2))
-  print(f"wrote {args.json}")
+  out = pathlib.Path(_JSON.value)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps(result, indent=2))
+  print(f"wrote {out}")
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

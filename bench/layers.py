@@ -8,7 +8,6 @@ forward pass of the same model and batch.
     python bench/layers.py --json bench/results/layers.json [--quick]
 """
 
-import argparse
 import json
 import pathlib
 import platform
@@ -17,9 +16,14 @@ import time
 
 import jax
 import jax.numpy as jnp
+from absl import app, flags
 from flax import nnx
 
 from bcos_jax import explain, models, nn
+
+_JSON = flags.DEFINE_string("json", "bench/results/layers.json", "The JSON file to write.")
+_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per measurement.")
+_QUICK = flags.DEFINE_bool("quick", False, "one small shape, 2 steps (smoke test)")
 
 # (name, batch, spatial size, in channels, out channels, kernel size)
 LAYER_SHAPES = [
@@ -97,18 +101,14 @@ def bench_explain(steps: int, batch: int) -> dict:
   return row
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--json", type=pathlib.Path,
-                      default=pathlib.Path("bench/results/layers.json"))
-  parser.add_argument("--steps", type=int, default=20)
-  parser.add_argument("--quick", action="store_true", help="one small shape, 2 steps (smoke test)")
-  args = parser.parse_args()
-  steps = 2 if args.quick else args.steps
-  shapes = [("smoke_8x8_8", 2, 8, 8, 8, 3)] if args.quick else LAYER_SHAPES
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  steps = 2 if _QUICK.value else _STEPS.value
+  shapes = [("smoke_8x8_8", 2, 8, 8, 8, 3)] if _QUICK.value else LAYER_SHAPES
 
   layer_rows = bench_layers(steps, shapes)
-  explain_row = bench_explain(steps, batch=4 if args.quick else 64)
+  explain_row = bench_explain(steps, batch=4 if _QUICK.value else 64)
 
   print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}, "
         f"jax {jax.__version__}, median of {steps} steps")
@@ -127,10 +127,11 @@ def main():
             "jax": jax.__version__, "machine": platform.machine(), "steps": steps,
             "layers": layer_rows, "explain": explain_row,
             "targets": {"layer_ratio_max": 1.3, "explain_ratio_max": 3.0}}
-  args.json.parent.mkdir(parents=True, exist_ok=True)
-  args.json.write_text(json.dumps(result, indent=2))
-  print(f"wrote {args.json}")
+  out = pathlib.Path(_JSON.value)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps(result, indent=2))
+  print(f"wrote {out}")
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

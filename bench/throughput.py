@@ -1,16 +1,15 @@
 """Training, forward and explanation speed of any registered model.
 
-    python bench/throughput.py --model v1_cifar9l_b2 --batch-size 64 --image-size 32 \\
+    python bench/throughput.py --model v1_cifar9l_b2 --batch_size 64 --image_size 32 \\
         --steps 10 --json bench/results/throughput_cifar.json
 
 Prints a table and writes JSON with `train_step_ms` (forward, BCE, backward
 and Adam update), `forward_ms`, `explain_ms` (medians over --steps after a
 warm-up, for the whole batch), `images_per_s` (training) and `peak_bytes`
-where the device reports it. `--compute-dtype bfloat16` trains in bfloat16
+where the device reports it. `--compute_dtype bfloat16` trains in bfloat16
 with float32 parameters (forward and explanation stay float32).
 """
 
-import argparse
 import json
 import pathlib
 import statistics
@@ -19,12 +18,20 @@ import time
 import jax
 import jax.numpy as jnp
 import optax
+from absl import app, flags
 from flax import nnx
 
-from bcos_jax import explain, models
-from bcos_jax.data import to_model_input
+from bcos_jax import explain, models, sharding
 from bcos_jax.train import state as train_state
 from bcos_jax.train import steps
+
+_MODEL = flags.DEFINE_string("model", None, f"one of {', '.join(models.names())}")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Batch size.")
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 32, "Image height and width.")
+_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per measurement (after a warm-up).")
+_COMPUTE_DTYPE = flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16"],
+                                   "of the training step (parameters stay float32)")
+_JSON = flags.DEFINE_string("json", "bench/results/throughput.json", "The JSON file to write.")
 
 
 def _median_ms(fn, count: int) -> float:
@@ -46,23 +53,23 @@ def measure(name: str, batch_size: int, image_size: int, count: int,
   labels = jnp.arange(batch_size) % num_classes
   # Forward and explain first: the train step donates (and so deletes) the
   # buffers it shares with the model.
-  eval_graphdef, eval_state = nnx.split(
-      nnx.view(model, use_running_average=True, deterministic=True, raise_if_not_found=False))
-  forward = jax.jit(lambda s, x: nnx.merge(eval_graphdef, s)(to_model_input(x)))
+  eval_graphdef, eval_state = nnx.split(models.eval_mode(model))
+  encode = models.input_transform(model)
+  forward = jax.jit(lambda s, x: nnx.merge(eval_graphdef, s)(encode(x)))
   explained = jax.jit(lambda s, x: explain.explain(nnx.merge(eval_graphdef, s),
-                                                   to_model_input(x)).weights)
+                                                   encode(x)).weights)
   result = {"model": name, "batch_size": batch_size, "image_size": image_size, "steps": count,
             "compute_dtype": compute_dtype, "device": jax.devices()[0].device_kind,
             "forward_ms": _median_ms(lambda: forward(eval_state, images), count),
             "explain_ms": _median_ms(lambda: explained(eval_state, images), count)}
 
-  mesh = steps.make_mesh(1)
+  mesh = sharding.make_mesh(1)
   optimizer = optax.adam(1e-3)
   graphdef, state = train_state.create(model, optimizer)
-  state = steps.place_state(state, mesh)
+  state = sharding.place_state(state, mesh)
   train_step = steps.make_train_step(graphdef, optimizer, optax.constant_schedule(1e-3), mesh,
                                      state, steps.StepOptions(compute_dtype=compute_dtype))
-  batch = steps.shard_batch({"image": images, "label": labels}, mesh)
+  batch = sharding.shard_batch({"image": images, "label": labels}, mesh)
   holder = {"state": state}
 
   def train():
@@ -76,27 +83,22 @@ def measure(name: str, batch_size: int, image_size: int, count: int,
   return result
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--model", required=True, help=f"one of {', '.join(models.names())}")
-  parser.add_argument("--batch-size", type=int, default=64)
-  parser.add_argument("--image-size", type=int, default=32)
-  parser.add_argument("--steps", type=int, default=10)
-  parser.add_argument("--compute-dtype", default="float32", choices=["float32", "bfloat16"],
-                      help="of the training step (parameters stay float32)")
-  parser.add_argument("--json", type=pathlib.Path,
-                      default=pathlib.Path("bench/results/throughput.json"))
-  args = parser.parse_args()
-  r = measure(args.model, args.batch_size, args.image_size, args.steps, args.compute_dtype)
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  r = measure(_MODEL.value, _BATCH_SIZE.value, _IMAGE_SIZE.value, _STEPS.value,
+              _COMPUTE_DTYPE.value)
   print(f"{'model':<18}{'batch':>6}{'size':>6}{'train ms':>10}{'fwd ms':>9}{'explain ms':>12}"
         f"{'img/s':>8}  peak bytes")
   print(f"{r['model']:<18}{r['batch_size']:>6}{r['image_size']:>6}{r['train_step_ms']:>10.1f}"
         f"{r['forward_ms']:>9.1f}{r['explain_ms']:>12.1f}{r['images_per_s']:>8.1f}  "
         f"{r['peak_bytes']} ({r['device']}, {r['compute_dtype']} training)")
-  args.json.parent.mkdir(parents=True, exist_ok=True)
-  args.json.write_text(json.dumps(r, indent=2))
-  print(f"wrote {args.json}")
+  out = pathlib.Path(_JSON.value)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps(r, indent=2))
+  print(f"wrote {out}")
 
 
 if __name__ == "__main__":
-  main()
+  flags.mark_flag_as_required("model")
+  app.run(main)

@@ -20,11 +20,11 @@ from bcos_jax.train.config_schema import defaults, parse_variant
 def get_config(arg: str | None = None) -> ConfigDict:
   options = parse_variant(arg, dict(b="2", width="0.25"))
   width = float(options["width"])
-  channels = tuple(max(4, int(c * width)) for c in (64, 64, 128, 128, 128, 256, 256, 256))
+  widths = tuple(max(4, int(c * width)) for c in (64, 64, 128, 128, 128, 256, 256, 256))
 
   config = defaults()
   config.model.name = f"v1_cifar9l_b{float(options['b']):g}"
-  config.model.overrides = ConfigDict({"channels": channels})
+  config.model.overrides = ConfigDict({"widths": widths})
   config.dataset = "bcos_digits"
   config.recipe = "digits"
   config.batch_size = 64

@@ -7,7 +7,9 @@ Recipe (the official v2 experiment): Adam 1e-3, batch 2048 (1024 for the B
 and L models), 90 epochs, linear warm-up over 10,000 steps (50,000 for B and
 L) from 1% of the peak, then cosine; uniform-off-label BCE, AGC,
 RandomResizedCrop 224 + RandAugment(2, 10) + flip, mixup 0.2.
-Variants: model=<a B-cos ViT name>.
+Variants: model in {simple_vit_ti_patch16_224, simple_vit_s_patch16_224,
+simple_vit_b_patch16_224, simple_vit_l_patch16_224, vitc_ti_patch1_14,
+vitc_s_patch1_14, vitc_b_patch1_14, vitc_l_patch1_14}.
 Hardware: 8 GPUs or a TPU v4-32; days. Expected result: the B-cos ViT
 accuracies of the TPAMI paper (the official zoo has no ViT weights).
 """
@@ -17,10 +19,24 @@ from ml_collections import ConfigDict
 from bcos_jax.train.config_schema import parse_variant
 from bcos_jax.train.paper_configs import vit_final
 
+# Every B-cos ViT: (batch size, warm-up steps); B and L 1024 and 50,000, Ti and S
+# 2048 and 10,000.
+SIZES = {
+    "simple_vit_ti_patch16_224": (2048, 10_000),
+    "simple_vit_s_patch16_224": (2048, 10_000),
+    "simple_vit_b_patch16_224": (1024, 50_000),
+    "simple_vit_l_patch16_224": (1024, 50_000),
+    "vitc_ti_patch1_14": (2048, 10_000),
+    "vitc_s_patch1_14": (2048, 10_000),
+    "vitc_b_patch1_14": (1024, 50_000),
+    "vitc_l_patch1_14": (1024, 50_000),
+}
+
 
 def get_config(arg: str | None = None) -> ConfigDict:
   options = parse_variant(arg, dict(model="simple_vit_ti_patch16_224"))
   name = options["model"]
-  big = "_l_" in name or "simple_vit_b" in name
-  return vit_final(name, batch_size=1024 if big else 2048,
-                   warmup_steps=50_000 if big else 10_000)
+  if name not in SIZES:
+    raise ValueError(f"unknown B-cos ViT {name!r}; valid: {', '.join(SIZES)}")
+  batch_size, warmup_steps = SIZES[name]
+  return vit_final(name, batch_size=batch_size, warmup_steps=warmup_steps)

@@ -36,15 +36,14 @@ def _digits_config(b: str):
 
 def main(argv):
   del argv
-  from bcos_jax import data  # noqa: PLC0415  (flags first, JAX later)
-  from bcos_jax.evaluate import pointing_game
+  from bcos_jax import data, models  # noqa: PLC0415  (flags first, JAX later)
+  from bcos_jax.evaluate import attribution, localisation
   from bcos_jax.train import train_and_evaluate
-  from bcos_jax.train.checkpointing import restore_model
   from bcos_jax.train.metric_writer import read
 
   root = pathlib.Path(_ROOT.value)
   # A small test set: a model with few confident images gets fewer grids.
-  setting = pointing_game.Setting(n_imgs=4, count=_GRIDS.value, smooth=1, allow_fewer=True)
+  setting = localisation.Setting(n_imgs=4, count=_GRIDS.value, smooth=1, allow_fewer=True)
   rows = []
   for b in _BS.value:
     config = _digits_config(b)
@@ -53,9 +52,9 @@ def main(argv):
     evals = [r for r in read(workdir / "metrics.jsonl") if "eval/top1" in r]
     recipe = data.get_recipe(config.recipe)
     source = data.open_source(config.dataset, config.eval_split, config.data_dir)
-    scores = pointing_game.run(restore_model(workdir), source, recipe.eval, recipe.eval,
-                               pointing_game.methods_by_name(_METHODS.value), setting)
-    pointing_game.write_results(workdir / "localisation", scores, setting, f"B={b}")
+    scores = localisation.run(models.load(workdir), source, recipe.eval, recipe.eval,
+                              attribution.methods_by_name(_METHODS.value), setting)
+    localisation.write_results(workdir / "localisation", scores, setting, f"B={b}")
     row = {"b": float(b), "top1": evals[-1]["eval/top1"],
            "grids": int(len(next(iter(scores.values()))) // setting.n_imgs)}
     row |= {f"{name}_median": float(np.median(v)) for name, v in scores.items()}

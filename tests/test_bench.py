@@ -37,7 +37,7 @@ def test_throughput_benchmark_writes_its_keys(tmp_path):
   out = tmp_path / "throughput.json"
   env = {**os.environ, "XLA_FLAGS": ""}
   result = subprocess.run([sys.executable, str(ROOT / "bench" / "throughput.py"), "--model",
-                           "v1_cifar9l_b2", "--batch-size", "2", "--image-size", "16",
+                           "v1_cifar9l_b2", "--batch_size", "2", "--image_size", "16",
                            "--steps", "1", "--json", str(out)], capture_output=True, text=True,
                           env=env, timeout=600, check=False)
   assert result.returncode == 0, result.stderr[-2000:]
@@ -51,7 +51,7 @@ def test_explainers_benchmark_writes_its_table(tmp_path):
   env = {**os.environ, "XLA_FLAGS": ""}
   result = subprocess.run([sys.executable, str(ROOT / "bench" / "explainers.py"), "--models",
                            "v1_cifar9l_b2:16", "--methods", "bcos,occlusion,lime", "--images",
-                           "1", "--repeats", "1", "--lime-samples", "10", "--json", str(out)],
+                           "1", "--repeats", "1", "--lime_samples", "10", "--json", str(out)],
                           capture_output=True, text=True, env=env, timeout=600, check=False)
   assert result.returncode == 0, result.stderr[-2000:]
   rows = json.loads(out.read_text())["rows"]

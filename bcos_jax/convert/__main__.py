@@ -1,39 +1,42 @@
 """Converts an official PyTorch checkpoint into a bcos_jax model directory.
 
     python -m bcos_jax.convert --model resnet50 \\
-        --torch-checkpoint resnet_50-ead259efe4.pth --out DIR
+        --torch_checkpoint resnet_50-ead259efe4.pth --out DIR
 
 Then `bcos_jax.models.load(DIR)` returns the model. No PyTorch needed.
 """
 
-import argparse
 import sys
+
+from absl import app, flags
 
 from bcos_jax import models
 from bcos_jax.convert.torch_files import TorchFileError, state_dict_from_file
 from bcos_jax.convert.torch_state_dict import StateDictMismatchError, from_torch_state_dict
 
+_MODEL = flags.DEFINE_string("model", None, f"one of: {', '.join(models.names())}")
+_TORCH_CHECKPOINT = flags.DEFINE_string("torch_checkpoint", None, "a .pth / .pkl file")
+_OUT = flags.DEFINE_string("out", None, "the directory to write")
+_NUM_CLASSES = flags.DEFINE_integer(
+    "num_classes", None, "for checkpoints fine-tuned to another number of classes")
 
-def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--model", required=True, help=f"one of: {', '.join(models.names())}")
-  parser.add_argument("--torch-checkpoint", required=True, help="a .pth / .pkl file")
-  parser.add_argument("--out", required=True, help="the directory to write")
-  parser.add_argument("--num-classes", type=int, default=None,
-                      help="for checkpoints fine-tuned to another number of classes")
-  args = parser.parse_args(argv)
-  overrides = {} if args.num_classes is None else {"num_classes": args.num_classes}
+
+def main(argv: list[str]) -> int:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  overrides = {} if _NUM_CLASSES.value is None else {"num_classes": _NUM_CLASSES.value}
   try:
-    state_dict = state_dict_from_file(args.torch_checkpoint)
-    model = from_torch_state_dict(args.model, state_dict, **overrides)
+    state_dict = state_dict_from_file(_TORCH_CHECKPOINT.value)
+    model = from_torch_state_dict(_MODEL.value, state_dict, **overrides)
   except (TorchFileError, StateDictMismatchError, ValueError) as error:
     print(f"error: {error}", file=sys.stderr)
     return 2
-  path = models.save(model, args.out)
-  print(f"wrote {args.model} ({len(state_dict)} official arrays) to {path}; "
+  path = models.save(model, _OUT.value)
+  print(f"wrote {_MODEL.value} ({len(state_dict)} official arrays) to {path}; "
         f"load it with bcos_jax.models.load({str(path)!r})")
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  flags.mark_flags_as_required(["model", "torch_checkpoint", "out"])
+  app.run(main)

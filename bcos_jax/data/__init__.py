@@ -5,7 +5,6 @@ from bcos_jax.data.pipeline import (
                                     eval_dataset,
                                     num_eval_batches,
                                     per_process_batch_size,
-                                    to_model_input,
                                     train_dataset,
 )
 from bcos_jax.data.recipes import RECIPES, Recipe, get_recipe
@@ -21,5 +20,5 @@ from bcos_jax.data.sources import (
 __all__ = [
     "DEFAULT_DATA_DIR", "DatasetNotPreparedError", "ProcessShard", "RECIPES", "Recipe", "Source",
     "eval_dataset", "get_recipe", "num_eval_batches", "open_source", "per_process_batch_size",
-    "prepare_command", "tfds_source", "to_model_input", "train_dataset",
+    "prepare_command", "tfds_source", "train_dataset",
 ]

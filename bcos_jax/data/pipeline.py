@@ -1,8 +1,8 @@
 """grain pipelines: sharded, shuffled, augmented training batches and padded evaluation.
 
 Images leave the pipeline as uint8 and are converted to float and encoded
-with `add_inverse` on the device (`to_model_input`): a quarter of the bytes
-to move, and no float work on the host.
+the way the model wants them on the device (`bcos_jax.models.input_transform`):
+a quarter of the bytes to move, and no float work on the host.
 """
 
 import dataclasses
@@ -10,13 +10,11 @@ import functools
 import math
 from collections.abc import Callable
 
+import cv2
 import grain
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import flags
-
-from bcos_jax.nn.encoding import add_inverse
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +40,13 @@ def per_process_batch_size(global_batch_size: int, shard: ProcessShard) -> int:
   return global_batch_size // shard.count
 
 
+def _init_worker(worker_index: int, worker_count: int) -> None:
+  """Runs in each grain worker process: one OpenCV thread per worker, since the
+  workers are the parallelism (set here, not at import, so importing changes nothing)."""
+  del worker_index, worker_count
+  cv2.setNumThreads(1)
+
+
 def _prefetch(dataset: grain.MapDataset, worker_count: int,
               buffer_size: int) -> grain.IterDataset:
   iter_dataset = dataset.to_iter_dataset()
@@ -51,7 +56,8 @@ def _prefetch(dataset: grain.MapDataset, worker_count: int,
     if not flags.FLAGS.is_parsed():
       flags.FLAGS.mark_as_parsed()
     iter_dataset = iter_dataset.mp_prefetch(grain.MultiprocessingOptions(
-        num_workers=worker_count, per_worker_buffer_size=buffer_size))
+        num_workers=worker_count, per_worker_buffer_size=buffer_size),
+        worker_init_fn=_init_worker)
   return iter_dataset
 
 
@@ -136,9 +142,3 @@ def _eval_record(position: int, *, source, transform, shard: ProcessShard,
   real = index < num_records
   record = transform(source[index if real else 0])
   return {**record, "mask": np.bool_(real)}
-
-
-@jax.jit
-def to_model_input(images_uint8: jax.Array) -> jax.Array:
-  """uint8 (N, H, W, 3) -> float32 (N, H, W, 6) [r, g, b, 1-r, 1-g, 1-b] in [0, 1]."""
-  return add_inverse(images_uint8.astype(jnp.float32) / 255.0)

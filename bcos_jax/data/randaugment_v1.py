@@ -66,8 +66,6 @@ BEFORE_RESAMPLING = frozenset({"posterize", "solarize", "solarize_add", "equaliz
 # every STATISTICS_STEP-th pixel of the whole image in each direction.
 STATISTICS_STEP = 2
 _CV2_FILTERS = {Image.BILINEAR: cv2.INTER_LINEAR, Image.NEAREST: cv2.INTER_NEAREST}
-# One thread per worker: grain's worker processes are the parallelism.
-cv2.setNumThreads(1)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -50,8 +50,7 @@ def main(argv):
   if (_WORKDIR.value is None) == (_MODEL_DIR.value is None):
     raise app.UsageError("give exactly one of --workdir (a training run) or --model_dir")
   from bcos_jax import data, models  # noqa: PLC0415  (flags first, JAX later)
-  from bcos_jax.evaluate import pointing_game
-  from bcos_jax.train.checkpointing import restore_model
+  from bcos_jax.evaluate import attribution, localisation
 
   run_config = _run_config(_WORKDIR.value)
   dataset = _DATASET.value or run_config.get("dataset")
@@ -60,23 +59,23 @@ def main(argv):
   if not (dataset and split and recipe):
     raise app.UsageError("--dataset, --split and --recipe are needed (a --workdir with "
                          "config.json provides them)")
-  model = (restore_model(_WORKDIR.value) if _WORKDIR.value else models.load(_MODEL_DIR.value))
+  model = models.load(_WORKDIR.value or _MODEL_DIR.value)
   source = data.open_source(dataset, split, _DATA_DIR.value or run_config.get("data_dir"))
   transform = data.get_recipe(recipe).eval
   grid_transform = data.recipes.rescaled_eval(recipe, _GRID.value) if _RESCALE.value else transform
-  setting = pointing_game.Setting(n_imgs=_GRID.value**2, count=_GRIDS.value,
+  setting = localisation.Setting(n_imgs=_GRID.value**2, count=_GRIDS.value,
                                   smooth=_SMOOTH.value, rescale=_RESCALE.value,
                                   conf_thresh=_CONF_THRESH.value)
-  methods = pointing_game.methods_by_name(_METHODS.value, json.loads(_OPTIONS.value))
+  methods = attribution.methods_by_name(_METHODS.value, json.loads(_OPTIONS.value))
   def report(name, scores, seconds):
     q25, median, q75 = np.percentile(scores, [25, 50, 75])
     print(f"{name:22s} median {median:.3f}  q25 {q25:.3f}  q75 {q75:.3f}  ({seconds:.1f} s)",
           flush=True)
 
-  scores = pointing_game.run(model, source, transform, grid_transform, methods, setting,
+  scores = localisation.run(model, source, transform, grid_transform, methods, setting,
                              _BATCH.value, report)
   out = _OUT.value or pathlib.Path(_WORKDIR.value or _MODEL_DIR.value) / "localisation"
-  stem = pointing_game.write_results(out, scores, setting, f"{model.config.name} {setting.name}")
+  stem = localisation.write_results(out, scores, setting, f"{model.config.name} {setting.name}")
   print(f"wrote {stem}.npz, .json, .png")
 
 

@@ -4,11 +4,14 @@ Every method has one signature,
 
     method(model, x6, targets, **options) -> attributions
 
-with `x6` (N, H, W, 6) encoded images and `targets` (N,) one class per image
-or (N, T) several; the result is (N, H, W, C) or (N, T, H, W, C), where C is
-6 for the input-gradient methods (one value per input channel, summed by the
+with `x6` the model's input (`models.input_transform(model)`: (N, H, W, 6)
+encoded images for B-cos models, normalised RGB for the conventional
+baselines) and `targets` (N,) one class per image or (N, T) several; the
+result is (N, H, W, C) or (N, T, H, W, C), where C is the input's channels
+for the input-gradient methods (one value per input channel, summed by the
 localisation metric) and 1 for the others. All use the model's evaluation
-statistics. `METHODS` maps the names used by the localisation command to them.
+view (`models.eval_mode`). `METHODS` maps the names used by the localisation
+command to them; `methods_by_name` binds their options.
 
 The settings follow the B-cos v1 paper's comparison (Sec. 4, C.2): Integrated
 Gradients with 50 steps from a zero baseline (Gauss-Legendre points, captum's
@@ -19,23 +22,23 @@ keeping the 5 superpixels with the largest positive weights.
 """
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from bcos_jax import models
 from bcos_jax.explain import probe
-from bcos_jax.explain.explanation import check_targets, eval_view, explain
-from bcos_jax.nn.encoding import check_encoded
+from bcos_jax.explain.explanation import check_targets, explain
 
 Method = Callable[..., jax.Array]
 
 
 def _prepare(model: nnx.Module, x6: jax.Array, targets) -> tuple[jax.Array, bool]:
   """Checks the inputs; returns targets as (N, T) and whether T was absent."""
-  check_encoded(x6, type(model).__name__)
+  models.check_input(model, x6)
   targets = check_targets(targets, x6.shape[0])
   squeeze = targets.ndim == 1
   return (targets[:, None] if squeeze else targets), squeeze
@@ -46,7 +49,7 @@ def _finish(attributions: jax.Array, squeeze: bool) -> jax.Array:
 
 
 def _split(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State]:
-  return nnx.split(eval_view(model))
+  return nnx.split(models.eval_mode(model))
 
 
 def _select(logits: jax.Array, targets: jax.Array) -> jax.Array:
@@ -117,29 +120,15 @@ def integrated_gradients(model: nnx.Module, x6: jax.Array, targets, steps: int =
 
 # -- Grad-CAM.
 
-def _last_of(modules) -> int:
-  return len(modules) - 1
-
-
-# Where each family's last feature map is read: (path, "input" or "output" of it).
-GRAD_CAM_LAYERS: dict[str, Callable[[nnx.Module], tuple[str, str]]] = {
-    "CifarNet9L": lambda m: (f"layers.{_last_of(m.layers)}", "input"),
-    "BcosResNet": lambda m: (f"stages.{_last_of(m.stages)}.{_last_of(m.stages[-1])}", "output"),
-    "BcosDenseNet": lambda m: ("classifier", "input"),
-    "BcosVGG": lambda m: ("classifier.0", "input"),
-    "BcosConvNeXt": lambda m: ("head_norm", "input"),
-    "BcosInceptionV3": lambda m: ("fc", "input"),
-}
-
-
 def grad_cam_layer(model: nnx.Module) -> tuple[str, str]:
-  """The default Grad-CAM feature map of a model: (submodule path, side)."""
-  name = type(model).__name__
-  if name not in GRAD_CAM_LAYERS:
-    raise ValueError(f"no default Grad-CAM layer for {name} (a model without a final feature "
-                     f"map, e.g. a ViT); pass layer='path' (one of "
+  """The default Grad-CAM feature map of a model, as its family declares it:
+  (submodule path, side)."""
+  found = models.info(model)
+  if found.family.grad_cam_layer is None:
+    raise ValueError(f"{found.name} has no default Grad-CAM layer (a model without a final "
+                     f"feature map, e.g. a ViT); pass layer='path' (one of "
                      f"{', '.join(probe.module_paths(model))}) and side='input' or 'output'")
-  return GRAD_CAM_LAYERS[name](model)
+  return found.family.grad_cam_layer(model)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4, 5))
@@ -339,11 +328,12 @@ def lime(model: nnx.Module, x6: jax.Array, targets, samples: int = 500, features
   if samples % batch_size:
     raise ValueError(f"samples ({samples}) must be a multiple of batch_size ({batch_size})")
   graphdef, state = _split(model)
+  encoding = models.info(model).encoding  # superpixels are found on the RGB image
   rng = np.random.RandomState(seed)
   images, targets = np.asarray(x6), np.asarray(targets)
   results = np.zeros((*targets.shape, *images.shape[1:3], 1), np.float32)
   for n, image in enumerate(images):
-    segments = quickshift_segments(image[..., :3])
+    segments = quickshift_segments(np.asarray(encoding.to_rgb(image)))
     ids, segments = np.unique(segments, return_inverse=True)
     segments = segments.reshape(image.shape[:2])
     means = np.stack([image[segments == i].mean(axis=0) for i in range(len(ids))])
@@ -379,3 +369,16 @@ def get_method(name: str) -> Method:
   if name not in METHODS:
     raise ValueError(f"unknown attribution method {name!r}; known: {', '.join(METHODS)}")
   return METHODS[name]
+
+
+def methods_by_name(names: Sequence[str], options: dict[str, dict] | None = None
+                    ) -> dict[str, Method]:
+  """name -> method with its options bound (e.g. {'occlusion': {'window': 4}}); the
+  name 'all' stands for every method."""
+  options = options or {}
+  unknown = sorted(set(options) - set(METHODS))
+  if unknown:
+    raise ValueError(f"options for unknown method(s) {unknown}; known: {', '.join(METHODS)}")
+  if "all" in names:
+    names = list(METHODS)
+  return {name: functools.partial(get_method(name), **options.get(name, {})) for name in names}

@@ -10,22 +10,30 @@ The functions reproduce the official code exactly, quirks included (the
 image order, NumPy's legacy seed-42 class sampling, the column-major tile
 order, the grid builder skipping one index after each grid), so scores are
 comparable with the papers' figures.
+
+`run` does the whole analysis for a model and a test split: it classifies
+the split (`accuracy.classify`, sharded), orders the confident images into
+grids, explains every tile's class with each method and scores it;
+`write_results` stores the scores (npz), their quartiles (JSON) and a box
+plot in the style of the paper's Figs. 5 and 6.
 """
 
+import dataclasses
 import functools
+import json
+import pathlib
+import time
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
+from flax import nnx
 
-# The official analysis settings (B-cos v2 names): n_imgs, grids, rescale, threshold.
-SETTINGS = {
-    f"{count}_{side}x{side}{'_rescale' if rescale else ''}{'' if thresh else '_noconfthresh'}":
-        dict(n_imgs=side * side, count=count, rescale=rescale, conf_thresh=thresh)
-    for count in (500, 250) for side in (2, 3) for rescale in (True, False)
-    for thresh in (0.5, 0.0)
-}
+from bcos_jax import models
+from bcos_jax.evaluate import accuracy
+from bcos_jax.nn.pooling import box_smooth
 
 
 def grid_side(n_imgs: int) -> int:
@@ -148,15 +156,6 @@ def make_grids(images: Sequence, labels: Sequence[int], indices: np.ndarray, n_i
   return np.stack(grids), np.stack(targets)
 
 
-def box_smooth(maps: jax.Array, size: int) -> jax.Array:
-  """(n, H, W) -> mean over size×size windows, zero padding counted (torch avg_pool2d,
-  stride 1, padding (size - 1) // 2)."""
-  pad = (size - 1) // 2
-  summed = jax.lax.reduce_window(maps, 0.0, jax.lax.add, (1, size, size), (1, 1, 1),
-                                 ((0, 0), (pad, pad), (pad, pad)))
-  return summed / (size * size)
-
-
 @functools.partial(jax.jit, static_argnames=("n_imgs", "smooth"))
 def score(attributions: jax.Array, n_imgs: int, smooth: int = 0) -> jax.Array:
   """The localisation score of each of a grid's n_imgs explanations.
@@ -192,20 +191,137 @@ def score(attributions: jax.Array, n_imgs: int, smooth: int = 0) -> jax.Array:
 Attribute = Callable[[jax.Array, jax.Array], jax.Array]
 
 
-def grid_scores(attribute: Attribute, grids_x6: Sequence[jax.Array] | jax.Array,
-                targets: np.ndarray, smooth: int) -> np.ndarray:
+def grid_scores(attribute: Attribute, grids: Sequence[np.ndarray] | np.ndarray,
+                targets: np.ndarray, smooth: int,
+                encode: Callable[[jax.Array], jax.Array] | None = None) -> np.ndarray:
   """Scores of every explanation on every grid.
 
   Args:
-    attribute: (x6 (1, sH, sW, 6), targets (1, n_imgs)) -> (1, n_imgs, sH, sW, C).
-    grids_x6: encoded grids, each (sH, sW, 6).
+    attribute: (x (1, sH, sW, C), targets (1, n_imgs)) -> (1, n_imgs, sH, sW, C').
+    grids: the grids, each (sH, sW, C).
     targets: (count, n_imgs).
+    smooth: the box-smoothing kernel.
+    encode: applied to each grid (1, sH, sW, 3) before `attribute`, e.g. the
+      model's `models.input_transform` on uint8 grids; one grid at a time, so
+      the encoded grids never all sit in memory.
 
   Returns:
     (count · n_imgs,) scores, grid by grid.
   """
   n_imgs = targets.shape[1]
-  scores = [score(attribute(jnp.asarray(grid)[None], jnp.asarray(grid_targets)[None])[0],
-                  n_imgs=n_imgs, smooth=smooth)
-            for grid, grid_targets in zip(grids_x6, targets, strict=True)]
+  scores = []
+  for grid, grid_targets in zip(grids, targets, strict=True):
+    x = jnp.asarray(grid)[None]
+    x = encode(x) if encode is not None else x
+    maps = attribute(x, jnp.asarray(grid_targets)[None])[0]
+    scores.append(score(maps, n_imgs=n_imgs, smooth=smooth))
   return np.asarray(jnp.concatenate(scores))
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+  """One analysis: grids of n_imgs images, how many, smoothing, rescale, threshold."""
+  n_imgs: int = 9
+  count: int = 250
+  smooth: int = 15
+  rescale: bool = False
+  conf_thresh: float = 0.5
+  allow_fewer: bool = False  # fewer grids than `count` when the test set runs out
+
+  @property
+  def name(self) -> str:
+    side = grid_side(self.n_imgs)
+    return (f"{self.count}_{side}x{side}{'_rescale' if self.rescale else ''}"
+            f"{'' if self.conf_thresh else '_noconfthresh'}_smooth{self.smooth}")
+
+
+class _TransformedImages(Sequence):
+  """source[i] through an evaluation transform, read on demand (ImageNet does not fit in memory)."""
+
+  def __init__(self, source, transform):
+    self.source, self.transform = source, transform
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, index: int) -> np.ndarray:
+    return self.transform(self.source[index])["image"]
+
+
+def run(model: nnx.Module, source, transform, grid_transform, methods: dict[str, Callable],
+        setting: Setting, batch_size: int = 64,
+        report: Callable[[str, np.ndarray, float], None] | None = None) -> dict[str, np.ndarray]:
+  """Localisation scores of every method on the same grids.
+
+  Args:
+    model: the classifier (built by `bcos_jax.models.create` or loaded).
+    source: the test split (`bcos_jax.data.Source`).
+    transform: the evaluation transform that confidences are computed with.
+    grid_transform: the transform of the tiles (the same, or a rescaled one).
+    methods: name -> attribution method (`bcos_jax.evaluate.attribution`).
+    setting: the grids.
+    batch_size: for classifying the test set (global, over all devices).
+    report: called with (method name, its scores, seconds) as each method finishes.
+
+  Returns:
+    name -> (count · n_imgs,) scores.
+  """
+  results = accuracy.classify(model, source, transform, batch_size)
+  logging.info("test accuracy %.4f on %d images", results.correct.mean(), len(results.label))
+  order = sample_grid_indices(results.label, results.top_logit, results.correct,
+                              setting.n_imgs, setting.conf_thresh,
+                              num_classes=source.num_classes)
+  grids, targets = make_grids(_TransformedImages(source, grid_transform), results.label, order,
+                              setting.n_imgs, setting.count, setting.allow_fewer)
+  encode = jax.jit(models.input_transform(model))
+  scores = {}
+  for name, method in methods.items():
+    start = time.perf_counter()
+    scores[name] = grid_scores(functools.partial(method, model), grids, targets,
+                               setting.smooth, encode)
+    seconds = time.perf_counter() - start
+    logging.info("%s: median %.3f over %d explanations (%.1f s)", name,
+                 np.median(scores[name]), scores[name].size, seconds)
+    if report:
+      report(name, scores[name], seconds)
+  return scores
+
+
+def quartiles(scores: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+  return {name: dict(zip(("q25", "median", "q75", "max"),
+                         map(float, np.percentile(values, [25, 50, 75, 100])), strict=True)) |
+          {"mean": float(values.mean())} for name, values in scores.items()}
+
+
+def box_plot(path: str | pathlib.Path, scores: dict[str, np.ndarray], n_imgs: int,
+             title: str = "") -> None:
+  """Box plots of the scores per method, with the uniform and oracle levels."""
+  # A Figure of its own, not pyplot's: no global backend or state is touched.
+  from matplotlib.figure import Figure  # noqa: PLC0415  (only plotting needs it)
+
+  fig = Figure(figsize=(1.2 * len(scores) + 1.5, 3.5))
+  ax = fig.subplots()
+  ax.boxplot(list(scores.values()), showfliers=False, widths=0.6,
+             medianprops={"color": "black"})
+  ax.set_xticks(range(1, len(scores) + 1), list(scores), rotation=30, ha="right")
+  ax.axhline(1 / n_imgs, color="gray", linestyle="--", linewidth=1, label=f"uniform (1/{n_imgs})")
+  ax.axhline(1.0, color="green", linestyle=":", linewidth=1, label="oracle")
+  ax.set_ylim(0, 1.05)
+  ax.set_ylabel("localisation")
+  ax.set_title(title)
+  ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")  # beside the boxes
+  fig.tight_layout()
+  fig.savefig(path, dpi=150)
+
+
+def write_results(out_dir: str | pathlib.Path, scores: dict[str, np.ndarray], setting: Setting,
+                  title: str = "") -> pathlib.Path:
+  """OUT/<setting>.npz (all scores), .json (quartiles), .png (box plot)."""
+  out_dir = pathlib.Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  stem = out_dir / setting.name
+  np.savez(stem.with_suffix(".npz"), **scores)
+  summary = {"setting": dataclasses.asdict(setting), "scores": quartiles(scores)}
+  stem.with_suffix(".json").write_text(json.dumps(summary, indent=2))
+  box_plot(stem.with_suffix(".png"), scores, setting.n_imgs, title or setting.name)
+  return stem

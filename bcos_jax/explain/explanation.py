@@ -6,8 +6,9 @@ linear for the gradient, so one vector-Jacobian product with a one-hot
 cotangent gives row t of W(x), and x·W_t(x) sums to the logit minus any
 constant term (the logit bias).
 
-A model is any NNX module called as `model(x6, explain=...)` that returns
-logits; explanations always use the model's evaluation statistics.
+A model is a B-cos network built by `bcos_jax.models.create` (or loaded),
+called as `model(x6, explain=...)`; explanations always use its evaluation
+view (`models.eval_mode`).
 """
 
 import functools
@@ -17,8 +18,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
+from bcos_jax import models
 from bcos_jax.explain import probe
-from bcos_jax.nn.encoding import check_encoded
 
 
 @struct.dataclass
@@ -35,13 +36,6 @@ class Explanation:
   targets: jax.Array
   weights: jax.Array
   contributions: jax.Array
-
-
-def eval_view(model: nnx.Module) -> nnx.Module:
-  # Explanations must not depend on the batch or on chance: norm layers use
-  # running statistics and stochastic depth keeps every branch.
-  return nnx.view(model, use_running_average=True, deterministic=True,
-                  raise_if_not_found=False)
 
 
 def _package(outputs, targets, weights, x6, squeeze: bool) -> Explanation:
@@ -81,6 +75,16 @@ def check_targets(targets, num_images: int) -> jax.Array:
   return targets
 
 
+def check_explainable(model: nnx.Module, x6: jax.Array) -> None:
+  """Raises a clear error unless `model` is a B-cos network and `x6` its input."""
+  found = models.info(model)
+  if not found.bcos:
+    raise ValueError(f"{found.name} is not a B-cos network: its gradient is no exact "
+                     "explanation (y != W(x)·x). Use a post-hoc method of "
+                     "bcos_jax.evaluate.attribution instead, e.g. input_x_gradient or grad_cam")
+  found.encoding.check(x6, found.name)
+
+
 def explain(model: nnx.Module, x6: jax.Array, targets: jax.Array | None = None) -> Explanation:
   """Explains logits of a batch of encoded images with one `jax.vjp`.
 
@@ -96,12 +100,13 @@ def explain(model: nnx.Module, x6: jax.Array, targets: jax.Array | None = None) 
     to logits[i, t] minus the model's logit bias.
 
   Raises:
-    ValueError: if x6 is not an encoded NHWC batch, or targets do not fit it.
+    ValueError: if the model is not a B-cos network, x6 not an encoded NHWC
+      batch, or targets do not fit it.
   """
-  check_encoded(x6, type(model).__name__)
+  check_explainable(model, x6)
   if targets is not None:
     targets = check_targets(targets, x6.shape[0])
-  graphdef, state = nnx.split(eval_view(model))
+  graphdef, state = nnx.split(models.eval_mode(model))
   return _explain_jit(graphdef, state, x6, targets)
 
 
@@ -144,9 +149,9 @@ def explain_unit(model: nnx.Module, x6: jax.Array, layer: str | Sequence[str | i
     An `Explanation` whose `logits` are the unit's activations (N,), with
     `weights` (N, H, W, 6) and `contributions` (N, H, W) summing to them.
   """
-  check_encoded(x6, type(model).__name__)
+  check_explainable(model, x6)
   path = probe.parse_path(layer)
   probe.check_path(model, path)
   position = None if position is None else tuple(int(p) for p in position)
-  graphdef, state = nnx.split(eval_view(model))
+  graphdef, state = nnx.split(models.eval_mode(model))
   return _explain_unit_jit(graphdef, state, x6, path, int(channel), position)

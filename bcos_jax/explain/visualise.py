@@ -10,15 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bcos_jax.nn.pooling import box_smooth
+
 _TINY = 1e-12  # the official guard against division by zero
-
-
-def _box_smooth(alpha: jax.Array, size: int) -> jax.Array:
-  """Mean over size×size windows, stride 1, zero padding counted (avg_pool2d)."""
-  pad = (size - 1) // 2
-  summed = jax.lax.reduce_window(alpha, 0.0, jax.lax.add, (size, size), (1, 1),
-                                 ((pad, pad), (pad, pad)))
-  return summed / (size * size)
 
 
 def _to_rgba_single(x6: jax.Array, weights: jax.Array, smooth: int,
@@ -30,7 +24,7 @@ def _to_rgba_single(x6: jax.Array, weights: jax.Array, smooth: int,
   alpha = jnp.linalg.norm(weights, axis=-1)
   alpha = jnp.where(contributions < 0, _TINY, alpha)  # show positive contributions only
   if smooth:
-    alpha = _box_smooth(alpha, smooth)
+    alpha = box_smooth(alpha, smooth)
   alpha = jnp.clip(alpha / jnp.percentile(alpha, alpha_percentile), 0, 1)
   return jnp.concatenate([rgb, alpha[..., None]], axis=-1)
 
@@ -104,14 +98,13 @@ def save_explanation_grid(path, images_uint8, rgba, titles=None) -> None:
     rgba: (N, H, W, 4) from `to_rgba`.
     titles: N strings (e.g. "label 3 / predicted 3").
   """
-  import matplotlib
-
-  matplotlib.use("Agg", force=False)
-  import matplotlib.pyplot as plt
+  # A Figure of its own, not pyplot's: no global backend or state is touched.
+  from matplotlib.figure import Figure  # noqa: PLC0415  (plotting is optional at run time)
 
   images_uint8, rgba = np.asarray(images_uint8), np.asarray(rgba)
   count = len(images_uint8)
-  figure, axes = plt.subplots(2, count, figsize=(1.6 * count, 3.4), squeeze=False)
+  figure = Figure(figsize=(1.6 * count, 3.4))
+  axes = figure.subplots(2, count, squeeze=False)
   for i in range(count):
     axes[0, i].imshow(images_uint8[i])
     axes[1, i].imshow(rgba[i])
@@ -121,4 +114,3 @@ def save_explanation_grid(path, images_uint8, rgba, titles=None) -> None:
       ax.set_axis_off()
   figure.tight_layout()
   figure.savefig(path, dpi=100)
-  plt.close(figure)

@@ -1,4 +1,11 @@
-"""B-cos model families and the registry that builds them by name."""
+"""Model families, the registry that builds them by name, and the model contract.
+
+Every family (one module each) declares, where it is defined, what tools
+need to know about it (`registry.Family`): its input encoding, whether it is
+a B-cos network, its Grad-CAM layer, its official key map, its auxiliary
+head. Tools read that through `info`, `input_transform`, `check_input` and
+`eval_mode`; models are saved and loaded with their config (`save`, `load`).
+"""
 
 from bcos_jax.models import (  # noqa: F401  (importing registers the families)
     cifar,
@@ -9,7 +16,17 @@ from bcos_jax.models import (  # noqa: F401  (importing registers the families)
     vgg,
     vit,
 )
-from bcos_jax.models.registry import ModelConfig, config_for, create, names
+from bcos_jax.models.contract import (
+    ModelInfo,
+    check_input,
+    eval_mode,
+    has_aux_head,
+    info,
+    input_transform,
+)
+from bcos_jax.models.registry import Family, ModelConfig, config_for, create, names, register
 from bcos_jax.models.saving import load, save
 
-__all__ = ["ModelConfig", "config_for", "create", "load", "names", "save"]
+__all__ = ["Family", "ModelConfig", "ModelInfo", "check_input", "config_for", "create",
+           "eval_mode", "has_aux_head", "info", "input_transform", "load", "names", "register",
+           "save"]

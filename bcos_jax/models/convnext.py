@@ -7,7 +7,6 @@ uncentered BatchNorm without bias (`*_bnu`). The classifier (norm, 1×1
 B-cos conv) runs at every position before global average pooling.
 """
 
-import math
 from collections.abc import Sequence
 
 import jax
@@ -15,8 +14,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from bcos_jax.models import registry
-from bcos_jax.nn import BcosConv, LogitLayer, check_encoded, make_norm
-from bcos_jax.nn.stochastic_depth import StochasticDepth
+from bcos_jax.models.torch_keys import KeyMap, Target, conv_keys, norm_keys
+from bcos_jax.nn import ConvOptions, LogitLayer, StochasticDepth, check_encoded, make_norm
 
 POSITION_NORM = "NoBias(DetachablePositionNorm2d)"
 BATCH_NORM = "NoBias(BatchNormUncentered2d)"
@@ -28,11 +27,11 @@ def _norm(name: str, features: int) -> nnx.Module:
 
 
 class CNBlock(nnx.Module):
-  def __init__(self, dim, *, layer_scale, drop_rate, b, norm, rngs):
-    self.dwconv = BcosConv(dim, dim, 7, padding=3, feature_group_count=dim, b=b, rngs=rngs)
+  def __init__(self, dim, *, layer_scale, drop_rate, conv: ConvOptions, norm, rngs):
+    self.dwconv = conv.conv(dim, dim, 7, padding=3, groups=dim, rngs=rngs)
     self.norm = _norm(norm, dim)
-    self.pwconv1 = BcosConv(dim, 4 * dim, 1, b=b, rngs=rngs)
-    self.pwconv2 = BcosConv(4 * dim, dim, 1, b=b, rngs=rngs)
+    self.pwconv1 = conv.conv(dim, 4 * dim, 1, rngs=rngs)
+    self.pwconv2 = conv.conv(4 * dim, dim, 1, rngs=rngs)
     self.layer_scale = nnx.Param(jnp.full((dim,), layer_scale, jnp.float32))
     self.drop_path = StochasticDepth(drop_rate, rngs=rngs)
 
@@ -43,9 +42,9 @@ class CNBlock(nnx.Module):
 
 
 class Downsample(nnx.Module):
-  def __init__(self, c_in, c_out, *, b, norm, rngs):
+  def __init__(self, c_in, c_out, *, conv: ConvOptions, norm, rngs):
     self.norm = _norm(norm, c_in)
-    self.conv = BcosConv(c_in, c_out, 2, strides=2, b=b, rngs=rngs)
+    self.conv = conv.conv(c_in, c_out, 2, strides=2, rngs=rngs)
 
   def __call__(self, x, *, explain=False):
     return self.conv(self.norm(x, explain=explain), explain=explain)
@@ -55,7 +54,7 @@ class BcosConvNeXt(nnx.Module):
   """A B-cos ConvNeXt on NHWC images encoded with `add_inverse`.
 
   Args:
-    dims: channels of the four stages.
+    widths: channels of the four stages.
     depths: blocks per stage.
     num_classes: logits.
     layer_scale: initial value of the blocks' layer scale.
@@ -68,28 +67,28 @@ class BcosConvNeXt(nnx.Module):
     rngs: initialisation randomness.
   """
 
-  def __init__(self, *, dims: Sequence[int] = (96, 192, 384, 768),
+  def __init__(self, *, widths: Sequence[int] = (96, 192, 384, 768),
                depths: Sequence[int] = (3, 3, 9, 3), num_classes: int = 1000,
                layer_scale: float = 1e-6, stochastic_depth_prob: float = 0.0, b: float = 2.0,
                norm: str = POSITION_NORM,
                logit_temperature: float = 1.0, logit_bias: float | None = None,
                rngs: nnx.Rngs):
-    if len(dims) != len(depths):
-      raise ValueError(f"need one width per stage: dims={dims}, depths={depths}")
-    self.stem = BcosConv(6, dims[0], 4, strides=4, b=b, rngs=rngs)
-    self.stem_norm = _norm(norm, dims[0])
+    if len(widths) != len(depths):
+      raise ValueError(f"need one width per stage: widths={widths}, depths={depths}")
+    conv = ConvOptions(b=b)
+    self.stem = conv.conv(6, widths[0], 4, strides=4, rngs=rngs)
+    self.stem_norm = _norm(norm, widths[0])
     total = sum(depths)
     rates = iter(stochastic_depth_prob * i / max(total - 1, 1) for i in range(total))
     self.stages = nnx.List([
-        nnx.List([CNBlock(dim, layer_scale=layer_scale, drop_rate=next(rates), b=b, norm=norm,
-                          rngs=rngs) for _ in range(depth)])
-        for dim, depth in zip(dims, depths, strict=True)])
-    self.downsamples = nnx.List([Downsample(c_in, c_out, b=b, norm=norm, rngs=rngs)
-                                 for c_in, c_out in zip(dims[:-1], dims[1:], strict=True)])
-    self.head_norm = _norm(norm, dims[-1])
-    self.head = BcosConv(dims[-1], num_classes, 1, b=b, rngs=rngs)
-    bias = -math.log(num_classes - 1) if logit_bias is None else logit_bias
-    self.logit_layer = LogitLayer(logit_temperature, bias)
+        nnx.List([CNBlock(dim, layer_scale=layer_scale, drop_rate=next(rates), conv=conv,
+                          norm=norm, rngs=rngs) for _ in range(depth)])
+        for dim, depth in zip(widths, depths, strict=True)])
+    self.downsamples = nnx.List([Downsample(c_in, c_out, conv=conv, norm=norm, rngs=rngs)
+                                 for c_in, c_out in zip(widths[:-1], widths[1:], strict=True)])
+    self.head_norm = _norm(norm, widths[-1])
+    self.head = conv.conv(widths[-1], num_classes, 1, rngs=rngs)
+    self.logit_layer = LogitLayer(logit_temperature, logit_bias, num_classes)
 
   def __call__(self, x: jax.Array, *, explain: bool = False) -> jax.Array:
     check_encoded(x, "BcosConvNeXt")
@@ -103,15 +102,36 @@ class BcosConvNeXt(nnx.Module):
     return self.logit_layer(x.mean(axis=(1, 2)))
 
 
-_SIZES = {"tiny": ((96, 192, 384, 768), (3, 3, 9, 3)),
-          "base": ((128, 256, 512, 1024), (3, 3, 27, 3))}
+def torch_keys(model: BcosConvNeXt, p: str) -> KeyMap:
+  """torchvision's names: features (stem conv, stem norm, then stage, downsample, ...),
+  classifier (norm, conv)."""
+  keys = conv_keys(f"{p}features.0", ("stem",))
+  keys |= norm_keys(f"{p}features.1", ("stem_norm",), model.stem_norm)
+  index = 2
+  for s, stage in enumerate(model.stages):
+    for j, block in enumerate(stage):
+      prefix, path = f"{p}features.{index}.{j}", ("stages", s, j)
+      keys[f"{prefix}.layer_scale"] = Target((*path, "layer_scale"), "layer_scale")
+      keys |= conv_keys(f"{prefix}.block.0", (*path, "dwconv"))
+      keys |= norm_keys(f"{prefix}.block.1", (*path, "norm"), block.norm)
+      keys |= conv_keys(f"{prefix}.block.2", (*path, "pwconv1"))
+      keys |= conv_keys(f"{prefix}.block.3", (*path, "pwconv2"))
+    index += 1
+    if s < len(model.downsamples):
+      down = model.downsamples[s]
+      keys |= norm_keys(f"{p}features.{index}.0", ("downsamples", s, "norm"), down.norm)
+      keys |= conv_keys(f"{p}features.{index}.1", ("downsamples", s, "conv"))
+      index += 1
+  keys |= norm_keys(f"{p}classifier.0", ("head_norm",), model.head_norm)
+  return keys | conv_keys(f"{p}classifier.1", ("head",))
 
 
-def _register() -> None:
-  for size, (dims, depths) in _SIZES.items():
-    registry.register(f"convnext_{size}", BcosConvNeXt, dims=dims, depths=depths)
-    registry.register(f"convnext_{size}_bnu", BcosConvNeXt, dims=dims, depths=depths,
-                      norm=BATCH_NORM)
+FAMILY = registry.Family("convnext", BcosConvNeXt, torch_keys,
+                         grad_cam_layer=lambda model: ("head_norm", "input"))
 
-
-_register()
+_TINY = dict(widths=(96, 192, 384, 768), depths=(3, 3, 9, 3))
+_BASE = dict(widths=(128, 256, 512, 1024), depths=(3, 3, 27, 3))
+registry.register("convnext_tiny", FAMILY, **_TINY)
+registry.register("convnext_base", FAMILY, **_BASE)
+registry.register("convnext_tiny_bnu", FAMILY, norm=BATCH_NORM, **_TINY)
+registry.register("convnext_base_bnu", FAMILY, norm=BATCH_NORM, **_BASE)

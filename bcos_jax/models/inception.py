@@ -1,12 +1,13 @@
 """The v1 B-cos Inception-v3 (`v1_inception_v3`, CVPR 2022).
 
 torchvision's Inception-v3 with every conv a v1 B-cos conv (MaxOut 2, output
-scale `k·sqrt(in)/200`, no BatchNorm, no ReLU), max pooling replaced by
-average pooling, and a 1×1 B-cos classifier applied at every position before
-global average pooling; logits = mean + log(0.01/0.99). The auxiliary head
-(used for training) is the second output of `logits_with_aux`.
+scale with divisor 200, no BatchNorm, no ReLU), max pooling replaced by
+average pooling, and a 1×1 B-cos classifier (the head) applied at every
+position before global average pooling; logits = mean + log(0.01/0.99). The
+auxiliary head (used for training) is the second output of `logits_with_aux`.
 """
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -15,26 +16,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from bcos_jax.models import registry
-from bcos_jax.nn import BcosConv, LogitLayer, check_encoded
-
-
-def _avg_pool(x, size: int, stride: int, pad: int = 0):
-  """torch's AvgPool2d (zero padding counted)."""
-  summed = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, size, size, 1), (1, stride, stride, 1),
-                                 ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-  return summed / (size * size)
-
-
-class _Convs:
-  """Builds the v1 B-cos convs of one model with shared options."""
-
-  def __init__(self, *, b, max_out, scale_factor, rngs):
-    self.options = dict(b=b, max_out=max_out, scale=None, scale_factor=scale_factor)
-    self.rngs = rngs
-
-  def __call__(self, c_in, c_out, kernel, *, strides=1, padding=0):
-    return BcosConv(c_in, c_out, kernel, strides=strides, padding=padding, rngs=self.rngs,
-                    **self.options)
+from bcos_jax.models.torch_keys import KeyMap, conv_keys
+from bcos_jax.nn import BcosConv, ConvOptions, LogitLayer, avg_pool, check_encoded
 
 
 def _chain(block, names, x, explain):
@@ -61,7 +44,7 @@ class InceptionA(nnx.Module):
         self.branch1x1(x, explain=explain),
         _chain(self, ("branch5x5_1", "branch5x5_2"), x, explain),
         _chain(self, ("branch3x3dbl_1", "branch3x3dbl_2", "branch3x3dbl_3"), x, explain),
-        self.branch_pool(_avg_pool(x, 3, 1, 1), explain=explain)], axis=-1)
+        self.branch_pool(avg_pool(x, 3, 1, 1), explain=explain)], axis=-1)
 
 
 class InceptionB(nnx.Module):
@@ -75,7 +58,7 @@ class InceptionB(nnx.Module):
     return jnp.concatenate([
         self.branch3x3(x, explain=explain),
         _chain(self, ("branch3x3dbl_1", "branch3x3dbl_2", "branch3x3dbl_3"), x, explain),
-        _avg_pool(x, 3, 2)], axis=-1)
+        avg_pool(x, 3, 2)], axis=-1)
 
 
 class InceptionC(nnx.Module):
@@ -97,7 +80,7 @@ class InceptionC(nnx.Module):
         self.branch1x1(x, explain=explain),
         _chain(self, [f"branch7x7_{i}" for i in range(1, 4)], x, explain),
         _chain(self, [f"branch7x7dbl_{i}" for i in range(1, 6)], x, explain),
-        self.branch_pool(_avg_pool(x, 3, 1, 1), explain=explain)], axis=-1)
+        self.branch_pool(avg_pool(x, 3, 1, 1), explain=explain)], axis=-1)
 
 
 class InceptionD(nnx.Module):
@@ -113,7 +96,7 @@ class InceptionD(nnx.Module):
     return jnp.concatenate([
         _chain(self, ("branch3x3_1", "branch3x3_2"), x, explain),
         _chain(self, [f"branch7x7x3_{i}" for i in range(1, 5)], x, explain),
-        _avg_pool(x, 3, 2)], axis=-1)
+        avg_pool(x, 3, 2)], axis=-1)
 
 
 class InceptionE(nnx.Module):
@@ -135,7 +118,7 @@ class InceptionE(nnx.Module):
         self.branch1x1(x, explain=explain),
         self.branch3x3_2a(b3, explain=explain), self.branch3x3_2b(b3, explain=explain),
         self.branch3x3dbl_3a(d3, explain=explain), self.branch3x3dbl_3b(d3, explain=explain),
-        self.branch_pool(_avg_pool(x, 3, 1, 1), explain=explain)], axis=-1)
+        self.branch_pool(avg_pool(x, 3, 1, 1), explain=explain)], axis=-1)
 
 
 class InceptionAux(nnx.Module):
@@ -145,7 +128,7 @@ class InceptionAux(nnx.Module):
     self.fc = conv(768, num_classes, 1)
 
   def __call__(self, x, *, explain=False):
-    x = self.conv1(self.conv0(_avg_pool(x, 5, 3), explain=explain), explain=explain)
+    x = self.conv1(self.conv0(avg_pool(x, 5, 3), explain=explain), explain=explain)
     return self.fc(x, explain=explain).mean(axis=(1, 2))
 
 
@@ -158,18 +141,20 @@ class BcosInceptionV3(nnx.Module):
       `aux_logits=False` imports a state dict without it).
     b: alignment pressure of every B-cos conv.
     max_out: MaxOut units per channel.
-    scale_factor: every conv's output scale is `k·sqrt(in)/scale_factor`.
+    v1_scale_divisor: every conv divides by `sqrt(k·k)·sqrt(in)/v1_scale_divisor`.
     channels_7x7: the 7×7 branch widths of Mixed_6b..6e.
     logit_temperature, logit_bias: logits = pooled / temperature + bias.
     rngs: initialisation randomness.
   """
 
   def __init__(self, *, num_classes: int = 1000, aux_logits: bool = True, b: float = 2.0,
-               max_out: int = 2, scale_factor: float = 200.0,
+               max_out: int = 2, v1_scale_divisor: float = 200.0,
                channels_7x7: Sequence[int] = (128, 160, 160, 192),
                logit_temperature: float = 1.0, logit_bias: float = math.log(0.01 / 0.99),
                rngs: nnx.Rngs):
-    conv = _Convs(b=b, max_out=max_out, scale_factor=scale_factor, rngs=rngs)
+    # Every conv of the model shares its options: conv(c_in, c_out, kernel, ...).
+    conv = functools.partial(ConvOptions(b=b, max_out=max_out,
+                                         v1_scale_divisor=v1_scale_divisor).conv, rngs=rngs)
     self.Conv2d_1a_3x3 = conv(6, 32, 3, strides=2)
     self.Conv2d_2a_3x3 = conv(32, 32, 3)
     self.Conv2d_2b_3x3 = conv(32, 64, 3, padding=1)
@@ -184,15 +169,15 @@ class BcosInceptionV3(nnx.Module):
     self.Mixed_7a = InceptionD(768, conv)
     self.Mixed_7b = InceptionE(1280, conv)
     self.Mixed_7c = InceptionE(2048, conv)
-    self.fc = conv(2048, num_classes, 1)
+    self.head = conv(2048, num_classes, 1)
     self.logit_layer = LogitLayer(logit_temperature, logit_bias)
 
   def _to_mixed_6(self, x, explain):
     for conv in (self.Conv2d_1a_3x3, self.Conv2d_2a_3x3, self.Conv2d_2b_3x3):
       x = conv(x, explain=explain)
-    x = _avg_pool(x, 3, 2)
+    x = avg_pool(x, 3, 2)
     x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x, explain=explain), explain=explain)
-    x = _avg_pool(x, 3, 2)
+    x = avg_pool(x, 3, 2)
     for block in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, *self.Mixed_6):
       x = block(x, explain=explain)
     return x
@@ -204,7 +189,7 @@ class BcosInceptionV3(nnx.Module):
   def _head(self, x, explain):
     for block in (self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):
       x = block(x, explain=explain)
-    return self.logit_layer(self.fc(x, explain=explain).mean(axis=(1, 2)))
+    return self.logit_layer(self.head(x, explain=explain).mean(axis=(1, 2)))
 
   def logits_with_aux(self, x: jax.Array, *, explain: bool = False
                       ) -> tuple[jax.Array, jax.Array]:
@@ -218,4 +203,23 @@ class BcosInceptionV3(nnx.Module):
     return self._head(trunk, explain), self.AuxLogits(trunk, explain=explain)
 
 
-registry.register("v1_inception_v3", BcosInceptionV3)
+def torch_keys(model: BcosInceptionV3, p: str) -> KeyMap:
+  """Module paths are the official names (Mixed_6[i] is Mixed_6b..e, the head is fc); the
+  official BasicConv2d wraps each conv as ".conv", except the two classifiers."""
+  keys = {}
+  for path, module in nnx.iter_modules(model):
+    if not isinstance(module, BcosConv):
+      continue
+    official = ("fc",) if path == ("head",) else path
+    name = ".".join(f"{part}{'bcde'[official[i + 1]]}" if part == "Mixed_6" else str(part)
+                    for i, part in enumerate(official)
+                    if not (i and official[i - 1] == "Mixed_6"))
+    wrapper = "" if official[-1] == "fc" else ".conv"
+    keys |= conv_keys(f"{p}{name}{wrapper}", path)
+  return keys
+
+
+FAMILY = registry.Family("inception", BcosInceptionV3, torch_keys,
+                         grad_cam_layer=lambda model: ("head", "input"), aux_head="AuxLogits")
+
+registry.register("v1_inception_v3", FAMILY, torch_prefix="0.")

@@ -9,7 +9,6 @@ detaches q and k, so attention is a dynamic linear map of v. The
 maps with bias, LayerNorm, GELU) on 3-channel normalised RGB input.
 """
 
-import math
 from collections.abc import Sequence
 
 import jax
@@ -17,7 +16,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from bcos_jax.models import registry
-from bcos_jax.nn import BcosConv, BcosDense, LogitLayer, check_encoded, make_norm
+from bcos_jax.models.torch_keys import KeyMap, Target, conv_keys, linear_keys, norm_keys
+from bcos_jax.nn import BcosConv, BcosDense, LogitLayer, check_encoded, check_rgb, make_norm
 from bcos_jax.nn.norms import GroupNorm, LayerNorm
 
 
@@ -62,7 +62,6 @@ class _Layers:
 
   def norm(self, dim):
     return make_norm(self.norm_name, dim) if self.bcos else LayerNorm(dim)
-
 
 
 class Attention(nnx.Module):
@@ -131,7 +130,7 @@ class BcosSimpleViT(nnx.Module):
   Args:
     patch_size: side of the square patches (1 for ViT-C, after its stem).
     dim, depth, heads, mlp_dim: the transformer's size.
-    conv_stem: output channels of the ViT-C stem's layers (empty: none).
+    stem_widths: output channels of the ViT-C stem's layers (empty: none).
     num_classes: logits.
     b: alignment pressure of every B-cos layer.
     norm: the token norm layer (a `bcos_jax.nn.NORM_LAYERS` name).
@@ -143,7 +142,7 @@ class BcosSimpleViT(nnx.Module):
   """
 
   def __init__(self, *, patch_size: int = 16, dim: int = 192, depth: int = 12, heads: int = 3,
-               mlp_dim: int = 768, conv_stem: Sequence[int] = (), num_classes: int = 1000,
+               mlp_dim: int = 768, stem_widths: Sequence[int] = (), num_classes: int = 1000,
                b: float = 2.0, norm: str = "NoBias(DetachableLayerNorm)",
                norm2d: str = "NoBias(DetachableGNLayerNorm2d)", bcos: bool = True,
                logit_temperature: float = 1.0, logit_bias: float | None = None,
@@ -151,7 +150,7 @@ class BcosSimpleViT(nnx.Module):
     layers = _Layers(bcos=bcos, b=b, norm=norm, rngs=rngs)
     self.bcos = bcos
     self.patch_size = patch_size
-    channels = [6 if bcos else 3, *conv_stem]
+    channels = [6 if bcos else 3, *stem_widths]
     self.stem = nnx.List([ConvStemLayer(c_in, c_out, layers=layers, norm2d=norm2d, rngs=rngs)
                           for c_in, c_out in zip(channels[:-1], channels[1:], strict=True)])
     self.patch_embedding = layers.linear(channels[-1] * patch_size**2, dim)
@@ -159,16 +158,12 @@ class BcosSimpleViT(nnx.Module):
                               for _ in range(depth)])
     self.head_norm = layers.norm(dim)
     self.head = layers.linear(dim, num_classes)
-    # The baselines end in their linear head (cross-entropy training).
-    bias = (-math.log(num_classes - 1) if bcos else 0.0) if logit_bias is None else logit_bias
-    self.logit_layer = LogitLayer(logit_temperature, bias)
+    # The baselines end in their linear head (cross-entropy training): no logit bias.
+    bias = 0.0 if (logit_bias is None and not bcos) else logit_bias
+    self.logit_layer = LogitLayer(logit_temperature, bias, num_classes)
 
   def __call__(self, x: jax.Array, *, explain: bool = False) -> jax.Array:
-    if self.bcos:
-      check_encoded(x, "BcosSimpleViT")
-    elif x.ndim != 4 or x.shape[-1] != 3:
-      raise ValueError(f"the standard ViT baselines take normalised RGB images (N, H, W, 3), "
-                       f"got shape {x.shape}")
+    (check_encoded if self.bcos else check_rgb)(x, type(self).__name__)
     for layer in self.stem:
       x = layer(x, explain=explain)
     n, h, w, c = x.shape
@@ -187,24 +182,82 @@ class BcosSimpleViT(nnx.Module):
     return self.logit_layer(self.head(pooled, explain=explain))
 
 
-_SIZES = {"ti": dict(dim=192, heads=3, mlp_dim=768), "s": dict(dim=384, heads=6, mlp_dim=1536),
-          "b": dict(dim=768, heads=12, mlp_dim=3072), "l": dict(dim=1024, heads=16, mlp_dim=4096)}
-_STEMS = {"ti": (24, 48, 96, 192), "s": (48, 96, 192, 384), "b": (64, 128, 128, 256, 256, 512),
-          "l": (64, 128, 128, 256, 256, 512)}
+def torch_keys(model: BcosSimpleViT, p: str) -> KeyMap:
+  """The official names: to_patch_embedding (conv_stem, linear), transformer.encoder_{i},
+  linear_head (norm, linear)."""
+  keys = {}
+  for i, layer in enumerate(model.stem):
+    conv = f"{p}to_patch_embedding.conv_stem.{3 * i}"
+    if model.bcos:
+      keys |= conv_keys(conv, ("stem", i, "conv"))
+    else:
+      keys[f"{conv}.weight"] = Target(("stem", i, "conv", "kernel"), "conv")
+      keys[f"{conv}.bias"] = Target(("stem", i, "conv", "bias"), "same")
+    keys |= norm_keys(f"{p}to_patch_embedding.conv_stem.{3 * i + 1}", ("stem", i, "norm"),
+                      layer.norm)
+  keys |= linear_keys(f"{p}to_patch_embedding.linear", ("patch_embedding",),
+                      model.patch_embedding)
+  for i, encoder in enumerate(model.encoders):
+    prefix, path = f"{p}transformer.encoder_{i}", ("encoders", i)
+    keys |= norm_keys(f"{prefix}.attn.norm", (*path, "attn", "norm"), encoder.attn.norm)
+    keys[f"{prefix}.attn.to_qkv.weight"] = Target((*path, "attn", "to_qkv", "kernel"), "dense")
+    keys |= linear_keys(f"{prefix}.attn.to_out", (*path, "attn", "to_out"), encoder.attn.to_out)
+    keys |= norm_keys(f"{prefix}.ff.net.norm", (*path, "ff", "norm"), encoder.ff.norm)
+    for name in ("linear1", "linear2"):
+      keys |= linear_keys(f"{prefix}.ff.net.{name}", (*path, "ff", name),
+                          getattr(encoder.ff, name))
+  keys |= norm_keys(f"{p}linear_head.norm", ("head_norm",), model.head_norm)
+  return keys | linear_keys(f"{p}linear_head.linear", ("head",), model.head)
 
 
-def _register() -> None:
-  for size, dims in _SIZES.items():
-    depth = 14 if size == "l" else 12
-    registry.register(f"simple_vit_{size}_patch16_224", BcosSimpleViT, patch_size=16,
-                      depth=depth, **dims)
-    # ViT-C: one block fewer, to account for the stem (as in the official models).
-    registry.register(f"vitc_{size}_patch1_14", BcosSimpleViT, patch_size=1, depth=depth - 1,
-                      conv_stem=_STEMS[size], **dims)
-    registry.register(f"standard_simple_vit_{size}_patch16_224", BcosSimpleViT, bcos=False,
-                      patch_size=16, depth=depth, **dims)
-    registry.register(f"standard_vitc_{size}_patch1_14", BcosSimpleViT, bcos=False,
-                      patch_size=1, depth=depth - 1, conv_stem=_STEMS[size], **dims)
+# ViTs have no final feature map: Grad-CAM needs an explicit layer.
+FAMILY = registry.Family("vit", BcosSimpleViT, torch_keys)
+# The conventional baselines: the same networks with ordinary layers on
+# normalised RGB, saved without the B-cos models' Sequential wrapper.
+STANDARD_FAMILY = registry.Family("standard_vit", BcosSimpleViT, torch_keys,
+                                  input_encoding="imagenet_normalized_rgb", bcos=False,
+                                  defaults={"bcos": False})
 
-
-_register()
+# Simple ViT (patch 16) and ViT-C (patch 1 after a conv stem, one encoder
+# fewer to account for the stem, as in the official models). The B-cos hub
+# models are Sequential(vit, logit layer): their keys start with "0.".
+_TI = dict(dim=192, heads=3, mlp_dim=768)
+_S = dict(dim=384, heads=6, mlp_dim=1536)
+_B = dict(dim=768, heads=12, mlp_dim=3072)
+_L = dict(dim=1024, heads=16, mlp_dim=4096)
+_TI_STEM = dict(stem_widths=(24, 48, 96, 192))
+_S_STEM = dict(stem_widths=(48, 96, 192, 384))
+_BL_STEM = dict(stem_widths=(64, 128, 128, 256, 256, 512))
+_V = "0."
+registry.register("simple_vit_ti_patch16_224", FAMILY, torch_prefix=_V, patch_size=16,
+                  depth=12, **_TI)
+registry.register("simple_vit_s_patch16_224", FAMILY, torch_prefix=_V, patch_size=16,
+                  depth=12, **_S)
+registry.register("simple_vit_b_patch16_224", FAMILY, torch_prefix=_V, patch_size=16,
+                  depth=12, **_B)
+registry.register("simple_vit_l_patch16_224", FAMILY, torch_prefix=_V, patch_size=16,
+                  depth=14, **_L)
+registry.register("vitc_ti_patch1_14", FAMILY, torch_prefix=_V, patch_size=1, depth=11,
+                  **_TI_STEM, **_TI)
+registry.register("vitc_s_patch1_14", FAMILY, torch_prefix=_V, patch_size=1, depth=11,
+                  **_S_STEM, **_S)
+registry.register("vitc_b_patch1_14", FAMILY, torch_prefix=_V, patch_size=1, depth=11,
+                  **_BL_STEM, **_B)
+registry.register("vitc_l_patch1_14", FAMILY, torch_prefix=_V, patch_size=1, depth=13,
+                  **_BL_STEM, **_L)
+registry.register("standard_simple_vit_ti_patch16_224", STANDARD_FAMILY, patch_size=16,
+                  depth=12, **_TI)
+registry.register("standard_simple_vit_s_patch16_224", STANDARD_FAMILY, patch_size=16,
+                  depth=12, **_S)
+registry.register("standard_simple_vit_b_patch16_224", STANDARD_FAMILY, patch_size=16,
+                  depth=12, **_B)
+registry.register("standard_simple_vit_l_patch16_224", STANDARD_FAMILY, patch_size=16,
+                  depth=14, **_L)
+registry.register("standard_vitc_ti_patch1_14", STANDARD_FAMILY, patch_size=1, depth=11,
+                  **_TI_STEM, **_TI)
+registry.register("standard_vitc_s_patch1_14", STANDARD_FAMILY, patch_size=1, depth=11,
+                  **_S_STEM, **_S)
+registry.register("standard_vitc_b_patch1_14", STANDARD_FAMILY, patch_size=1, depth=11,
+                  **_BL_STEM, **_B)
+registry.register("standard_vitc_l_patch1_14", STANDARD_FAMILY, patch_size=1, depth=13,
+                  **_BL_STEM, **_L)

@@ -55,10 +55,10 @@ def explicit_padding(
   raise ValueError(f"padding must be 'SAME', 'VALID', an int, a pair or two pairs, got {padding!r}")
 
 
-def v1_default_scale(kernel_size: Sequence[int], in_features: int,
-                     scale_factor: float = 100.0) -> float:
-  """The v1 per-layer output scale k·sqrt(in)/scale_factor (official default)."""
-  return math.sqrt(math.prod(kernel_size)) * math.sqrt(in_features) / scale_factor
+def v1_scale(kernel_size: Sequence[int], in_features: int, divisor: float) -> float:
+  """The v1 per-layer output scale sqrt(kh·kw)·sqrt(in)/divisor (the official v1 models
+  divide by 100, the VGG by 1000, the Inception by 200)."""
+  return math.sqrt(math.prod(kernel_size)) * math.sqrt(in_features) / divisor
 
 
 def max_out(linear_out: jax.Array, units: int) -> jax.Array:
@@ -95,17 +95,18 @@ class BcosConv(nnx.Module):
     feature_group_count: feature groups (`in_features` for depthwise).
     b: the alignment pressure B >= 1; B = 1 is the plain normalised linear map.
     max_out: linear units per output channel, reduced by MaxOut.
-    scale: a fixed divisor of every output (v1). `None` means the v1 default
-      `sqrt(kh·kw)·sqrt(in_features)/scale_factor`; v2 models use 1.
-    scale_factor: used only when `scale` is None.
+    scale: a fixed divisor of every output (v2 models: 1; the v1 CIFAR-10 net:
+      its per-B constant).
+    v1_scale_divisor: when set, the divisor is instead the v1 per-layer scale
+      `sqrt(kh·kw)·sqrt(in_features)/v1_scale_divisor` (`v1_scale`).
     rngs: for the weight initialisation.
   """
 
   def __init__(self, in_features: int, out_features: int, kernel_size: int | Sequence[int] = 1,
                *, strides: int | Sequence[int] = 1, padding: Padding = 0,
                dilation: int | Sequence[int] = 1, feature_group_count: int = 1,
-               b: float = 2.0, max_out: int = 1, scale: float | None = 1.0,
-               scale_factor: float = 100.0, rngs: nnx.Rngs):
+               b: float = 2.0, max_out: int = 1, scale: float = 1.0,
+               v1_scale_divisor: float | None = None, rngs: nnx.Rngs):
     if b < 1:
       raise ValueError(f"B must be >= 1, got b={b}")
     if max_out < 1:
@@ -128,8 +129,8 @@ class BcosConv(nnx.Module):
     self.feature_group_count = feature_group_count
     self.b = float(b)
     self.max_out = max_out
-    self.scale = (v1_default_scale(self.kernel_size, in_features, scale_factor)
-                  if scale is None else float(scale))
+    self.scale = (float(scale) if v1_scale_divisor is None
+                  else v1_scale(self.kernel_size, in_features, v1_scale_divisor))
     kernel_shape = (*self.kernel_size, in_features // feature_group_count, out_features * max_out)
     # Fan-in scaled normal; the scale is irrelevant to the output (ŵ is
     # normalised) but keeps Adam's relative step sizes as in PyTorch.

@@ -2,9 +2,11 @@
 
 Config files start from `defaults()` and change what their recipe needs, so
 each file shows only its differences. `ml_collections` locks a config
-against unknown overrides on the command line; `validate` also catches
+against unknown overrides on the command line; `complete` also catches
 unknown fields written in a config file, which the trainer would otherwise
-silently ignore.
+silently ignore, and fills the fields a hand-built config leaves out from
+`defaults()`, so the trainer reads every field by attribute and the defaults
+live here only.
 """
 
 from ml_collections import ConfigDict, config_dict
@@ -40,7 +42,9 @@ def defaults() -> ConfigDict:
       "agc_clip_factor": config_dict.placeholder(float),  # adaptive gradient clipping (v2)
   })
   config.loss = ConfigDict({"name": "bce", "aux_weight": 0.0})
-  config.ema_decay = config_dict.placeholder(float)  # parameter EMA per step; None: off
+  # Decay of the parameter EMA per optimiser update (once per accumulate_steps
+  # steps); None: no EMA.
+  config.ema_decay = config_dict.placeholder(float)
   config.compute_dtype = "float32"  # or bfloat16 (parameters stay float32)
   config.fsdp = 1  # devices that share (shard) the parameters
   config.log_every = 50
@@ -89,3 +93,28 @@ def _check(config: ConfigDict, reference: ConfigDict, prefix: str) -> None:
 def validate(config: ConfigDict) -> None:
   """Raises ValueError naming the first field the trainer does not know."""
   _check(config, defaults(), "")
+
+
+def _merge(into: ConfigDict, changes: ConfigDict, prefix: str) -> None:
+  for key in changes.keys():
+    name = f"{prefix}{key}"
+    value = changes[key]
+    if isinstance(into[key], ConfigDict) and name != "model.overrides":
+      _merge(into[key], value, f"{name}.")
+      continue
+    try:
+      into[key] = value
+    except TypeError as error:
+      raise ValueError(f"config field {name!r}: {error}") from error
+
+
+def complete(config: ConfigDict) -> ConfigDict:
+  """`config` over `defaults()`: every field the trainer reads, each with a value.
+
+  Raises:
+    ValueError: naming an unknown field, or a value of the wrong type.
+  """
+  validate(config)
+  full = defaults()
+  _merge(full, config, "")
+  return full

@@ -2,7 +2,6 @@
 
 import contextlib
 import functools
-import json
 import math
 import pathlib
 import signal
@@ -17,8 +16,10 @@ from absl import logging
 from flax import nnx
 from ml_collections import ConfigDict
 
-from bcos_jax import data, explain, models
+from bcos_jax import data, explain, models, sharding
 from bcos_jax.data import mixing
+from bcos_jax.evaluate import accuracy
+from bcos_jax.models.saving import config_as_json
 from bcos_jax.train import checkpointing, config_schema, steps
 from bcos_jax.train import state as train_state
 from bcos_jax.train.metric_writer import MetricWriter, format_eta
@@ -50,17 +51,13 @@ def _preemption_flag():
     signal.signal(signal.SIGTERM, previous)
 
 
-def _model_config(model) -> dict:
-  return json.loads(json.dumps(model.config.as_dict(), default=list))
-
-
 def _optimizer(config: ConfigDict, schedule: optax.Schedule,
                accumulate_steps: int = 1) -> optax.GradientTransformation:
   """Adam, after optional global-norm or adaptive (unit-wise, v2) gradient clipping."""
   transforms = []
-  if config.get("grad_clip_norm"):
+  if config.grad_clip_norm:
     transforms.append(optax.clip_by_global_norm(config.grad_clip_norm))
-  if config.get("agc_clip_factor"):
+  if config.agc_clip_factor:
     transforms.append(optax.adaptive_grad_clip(config.agc_clip_factor, eps=1e-3))
   transforms.append(optax.adam(schedule))
   optimizer = optax.chain(*transforms)
@@ -69,42 +66,30 @@ def _optimizer(config: ConfigDict, schedule: optax.Schedule,
   return optimizer
 
 
-def _step_options(config: ConfigDict) -> steps.StepOptions:
-  loss = config.get("loss") or ConfigDict()
-  return steps.StepOptions(loss=loss.get("name", "bce"), aux_weight=loss.get("aux_weight", 0.0),
-                           compute_dtype=config.get("compute_dtype") or "float32",
-                           ema_decay=config.get("ema_decay"),
-                           accumulate_steps=config.get("accumulate_steps") or 1)
-
-
 def _batch_transform(config: ConfigDict, num_classes: int):
-  options = config.get("mixing")
-  if not options or not (options.get("mixup_alpha") or options.get("cutmix_alpha")):
+  options = config.mixing
+  if not (options.mixup_alpha or options.cutmix_alpha):
     return None
   return functools.partial(mixing.mixup_cutmix, num_classes=num_classes,
-                           mixup_alpha=options.get("mixup_alpha", 0.0),
-                           cutmix_alpha=options.get("cutmix_alpha", 0.0),
-                           switch_prob=options.get("switch_prob", 0.5))
+                           mixup_alpha=options.mixup_alpha, cutmix_alpha=options.cutmix_alpha,
+                           switch_prob=options.switch_prob)
 
 
-def evaluate(eval_step, state, eval_source, recipe, config, mesh, shard) -> dict[str, float]:
-  """Loss, top-1 and top-5 over the whole evaluation split (padded batches, masked)."""
-  totals = None
-  for batch in data.eval_dataset(eval_source, recipe.eval, global_batch_size=config.batch_size,
-                                 shard=shard, worker_count=config.get("eval_worker_count", 0)):
-    sums = eval_step(state, steps.shard_batch(batch, mesh))
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  totals = jax.device_get(totals)
-  count = float(totals["count"])
-  return {"eval/loss": totals["loss"] / count, "eval/top1": totals["top1"] / count,
-          "eval/top5": totals["top5"] / count, "eval/count": count}
+def _evaluated_variables(state: train_state.TrainState, ema: bool) -> tuple:
+  """The model variables evaluation and explanations use: (params or their EMA, the rest)."""
+  return (state.ema_params if ema else state.params, state.model_state)
 
 
-def write_explanations(path: pathlib.Path, graphdef, state, images_uint8, labels,
-                       ema: bool = False) -> None:
-  """Colour explanations of fixed test images, as the official code logs them."""
-  model = train_state.model_of(graphdef, jax.device_get(state), ema)
-  x6 = data.to_model_input(jnp.asarray(images_uint8))
+def write_explanations(path: pathlib.Path, graphdef, variables: tuple, images_uint8,
+                       labels) -> None:
+  """Colour explanations of fixed test images, as the official code logs them.
+
+  Args:
+    variables: the model's (params, other variables); only these are fetched
+      from the devices, never the optimiser state.
+  """
+  model = nnx.merge(graphdef, *jax.device_get(variables))
+  x6 = models.input_transform(model)(jnp.asarray(images_uint8))
   result = explain.explain(model, x6)
   rgba = explain.to_rgba(x6, result.weights, smooth=3 if x6.shape[1] <= 64 else 15)
   titles = [f"{int(y)} / {int(p)}" for y, p in zip(labels, result.targets, strict=True)]
@@ -121,61 +106,73 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
   Returns:
     The last evaluation's metrics.
   """
-  config_schema.validate(config)
+  config = config_schema.complete(config)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   is_main = jax.process_index() == 0
   if is_main:
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
   shard = data.ProcessShard.from_jax()
-  mesh = steps.make_mesh(config.get("num_devices") or None, config.get("fsdp") or 1)
-  steps.check_batch_divides(config.batch_size, mesh)
+  mesh = sharding.make_mesh(config.num_devices, config.fsdp)
+  sharding.check_batch_divides(config.batch_size, mesh)
   logging.info("devices: %s; mesh %s", jax.devices(), dict(mesh.shape))
 
-  train_source = data.open_source(config.dataset, config.train_split, config.get("data_dir"))
-  eval_source = data.open_source(config.dataset, config.eval_split, config.get("data_dir"))
+  train_source = data.open_source(config.dataset, config.train_split, config.data_dir)
+  eval_source = data.open_source(config.dataset, config.eval_split, config.data_dir)
   recipe = data.get_recipe(config.recipe)
   steps_per_epoch = max(len(train_source) // config.batch_size, 1)
-  total_steps = config.get("num_steps") or int(config.num_epochs * steps_per_epoch)
+  total_steps = config.num_steps or int(config.num_epochs * steps_per_epoch)
 
   model = models.create(config.model.name, rngs=nnx.Rngs(config.seed),
-                        **config.model.get("overrides", {}))
-  options = _step_options(config)
+                        **config.model.overrides)
+  options = steps.StepOptions.from_config(config)
+  if options.aux_weight and not models.has_aux_head(model):
+    raise ValueError(f"config.loss.aux_weight={options.aux_weight} needs a model with an "
+                     f"auxiliary head, and {config.model.name} (with its overrides) has none: "
+                     "set config.loss.aux_weight=0")
+  bcos_model = models.info(model).bcos
   # The schedule counts optimiser updates: one per accumulate_steps batches.
   schedule = make_schedule(config.optimizer, max(total_steps // options.accumulate_steps, 1),
                            max(steps_per_epoch // options.accumulate_steps, 1))
   optimizer = _optimizer(config.optimizer, schedule, options.accumulate_steps)
   use_ema = options.ema_decay is not None
   graphdef, state = train_state.create(model, optimizer, ema=use_ema)
-  model_config = _model_config(model)
+  model_config = config_as_json(model)
   del model
 
   train_iterator = iter(data.train_dataset(
       train_source, recipe.train, seed=config.seed, global_batch_size=config.batch_size,
-      shard=shard, worker_count=config.get("worker_count", 0),
+      shard=shard, worker_count=config.worker_count,
       batch_transform=_batch_transform(config, train_source.num_classes)))
-  manager = checkpointing.manager(workdir, config.get("keep_checkpoints", 3))
+  manager = checkpointing.manager(workdir, config.keep_checkpoints)
   restored = checkpointing.restore_latest(manager, state, train_iterator)
   if restored is not None:
     state = restored
     logging.info("resumed from step %d", int(state.step))
-  state = steps.place_state(state, mesh)
+  state = sharding.place_state(state, mesh)
   train_step = steps.make_train_step(graphdef, optimizer, schedule, mesh, state, options)
-  eval_step = steps.make_eval_step(graphdef, mesh, state, ema=use_ema)
-  writer = MetricWriter(workdir, enabled=is_main, tensorboard=config.get("tensorboard", True))
+  eval_step = accuracy.make_eval_step(graphdef, _evaluated_variables(state, use_ema), mesh)
+  writer = MetricWriter(workdir, enabled=is_main, tensorboard=config.tensorboard)
 
-  explain_count = min(config.get("num_explanations", 8), len(eval_source))
+  explain_count = min(config.num_explanations, len(eval_source))
+  if explain_count and not bcos_model:
+    logging.info("%s is not a B-cos network: no explanations are written during training",
+                 config.model.name)
+    explain_count = 0
   explain_records = [recipe.eval(eval_source[i]) for i in range(explain_count)]
   explain_images = np.stack([r["image"] for r in explain_records]) if explain_count else None
   explain_labels = [r["label"] for r in explain_records]
   (workdir / "explanations").mkdir(exist_ok=True)
 
   def run_eval(step: int) -> dict[str, float]:
-    metrics = evaluate(eval_step, state, eval_source, recipe, config, mesh, shard)
+    variables = _evaluated_variables(state, use_ema)
+    metrics = accuracy.evaluate(eval_step, variables, eval_source, recipe.eval,
+                                global_batch_size=config.batch_size, mesh=mesh, shard=shard,
+                                worker_count=config.eval_worker_count).metrics()
     writer.write(step, metrics)
     if is_main and explain_count:
-      write_explanations(workdir / "explanations" / f"step_{step:07d}.png", graphdef, state,
-                         explain_images, explain_labels, use_ema)
+      write_explanations(workdir / "explanations" / f"step_{step:07d}.png", graphdef, variables,
+                         explain_images, explain_labels)
     return metrics
 
   def save(step: int) -> None:
@@ -183,19 +180,19 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
 
   start = int(state.step)
   eval_metrics = run_eval(start) if start == 0 else {}
-  log_every, pending = config.get("log_every", 50), []
+  log_every, pending = config.log_every, []
   last_time, last_step = time.perf_counter(), start
   progress = tqdm.tqdm(total=total_steps, initial=start, unit="step", dynamic_ncols=True,
-                       disable=not (is_main and config.get("progress_bar", True)))
+                       disable=not (is_main and config.progress_bar))
   with _preemption_flag() as preempted, progress:
     for step in range(start + 1, total_steps + 1):
-      batch = steps.shard_batch(next(train_iterator), mesh)
+      batch = sharding.shard_batch(next(train_iterator), mesh)
       state, metrics = train_step(state, batch)
       progress.update()
       pending.append(metrics)
       last = step == total_steps
       stopping = preempted["stop"]
-      checkpoint_now = step % config.get("checkpoint_every", steps_per_epoch) == 0 or last
+      checkpoint_now = step % config.checkpoint_every == 0 or last
       # Metrics are checked (NaN) before every checkpoint, so none holds a bad state.
       if step % log_every == 0 or last or stopping or checkpoint_now:
         averaged = {f"train/{k}": float(np.mean([m[k] for m in jax.device_get(pending)]))
@@ -215,7 +212,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
         logging.info("step %d/%d (%.1f%%), %.2f steps/s, ETA %s", step, total_steps,
                      100 * step / total_steps, rate, format_eta((total_steps - step) / rate))
         last_time, last_step = now, step
-      if step % config.get("eval_every", steps_per_epoch) == 0 or last:
+      if step % config.eval_every == 0 or last:
         eval_metrics = run_eval(step)
       if checkpoint_now or stopping:
         save(step)

@@ -1,10 +1,15 @@
 """The torch-free checkpoint reader, on files written by real PyTorch (2.13)."""
 
 import json
+import os
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+from absl import flags
+from absl.testing import flagsaver
 
 from bcos_jax.convert import torch_files
 
@@ -63,15 +68,24 @@ def test_convert_command_writes_a_loadable_model(tmp_path):
 
   name = "tiny_resnet_for_tests"
   if name not in models.names():
-    registry.register(name, models.resnet.BcosResNet, width=8, layers=(1, 1), num_classes=10)
+    registry.register(name, models.resnet.FAMILY, stem_width=8, layers=(1, 1), num_classes=10)
   path = FILES / "tiny_resnet.pth"
-  assert cli.main(["--model", name, "--torch-checkpoint", str(path), "--out",
-                   str(tmp_path / "out")]) == 0
+  # In process (the test model is registered only here), parsing the command
+  # line as `app.run` does; flagsaver restores the flags afterwards.
+  with flagsaver.flagsaver():
+    argv = flags.FLAGS(["convert", "--model", name, "--torch_checkpoint", str(path), "--out",
+                        str(tmp_path / "out")])
+    assert cli.main(argv) == 0
   loaded = models.load(tmp_path / "out")
   direct = from_torch_state_dict(name, torch_files.state_dict_from_file(path))
   x6 = jnp.concatenate([jnp.full((1, 32, 32, 3), 0.3), jnp.full((1, 32, 32, 3), 0.7)], -1)
   np.testing.assert_allclose(jax.jit(lambda x: loaded(x))(x6), direct(x6), rtol=1e-6)
   assert loaded.config.name == name
   # Bad input: the wrong architecture gives the mismatch listing, exit code 2.
-  assert cli.main(["--model", "v1_cifar9l_b2", "--torch-checkpoint", str(path), "--out",
-                   str(tmp_path / "bad")]) == 2
+  result = subprocess.run([sys.executable, "-m", "bcos_jax.convert", "--model", "v1_cifar9l_b2",
+                           "--torch_checkpoint", str(path), "--out", str(tmp_path / "bad")],
+                          capture_output=True, text=True, env={**os.environ, "XLA_FLAGS": ""},
+                          cwd=FILES.parents[2], timeout=600, check=False)
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert any(line.startswith("error: ") for line in result.stderr.splitlines()), result.stderr
+  assert not (tmp_path / "bad").exists()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from bcos_jax import data
+from bcos_jax import data, nn
 from bcos_jax.data import digits, image_folder
 
 
@@ -44,7 +44,7 @@ def test_train_batches(digits_train):
   batch = _take(data.train_dataset(digits_train, recipe.train, seed=0, global_batch_size=16), 1)[0]
   chex.assert_shape(batch["image"], (16, 32, 32, 3))
   assert batch["image"].dtype == np.uint8 and batch["label"].dtype == np.int32
-  x6 = data.to_model_input(batch["image"])
+  x6 = nn.get_encoding("add_inverse").from_uint8(batch["image"])
   chex.assert_shape(x6, (16, 32, 32, 6))
   chex.assert_trees_all_close(x6[..., :3] + x6[..., 3:], jnp.ones((16, 32, 32, 3)))
 

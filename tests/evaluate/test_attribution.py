@@ -17,7 +17,7 @@ NUM_CLASSES = 5
 
 @pytest.fixture(scope="module")
 def model():
-  return models.create("v1_cifar9l_b2", channels=CHANNELS, num_classes=NUM_CLASSES,
+  return models.create("v1_cifar9l_b2", widths=CHANNELS, num_classes=NUM_CLASSES,
                        rngs=nnx.Rngs(0))
 
 
@@ -99,11 +99,11 @@ def test_occlusion_equals_a_loop(model, x6):
 
 def test_grad_cam_equals_a_hand_computation(model, x6):
   features = x6
-  for layer in model.layers[:-1]:
+  for layer in model.layers:
     features = layer(features)
 
   def logits_from(f):
-    return model.logit_layer(model.layers[-1](f).mean(axis=(1, 2)))
+    return model.logit_layer(model.head(f).mean(axis=(1, 2)))
 
   grads = jax.grad(lambda f: logits_from(f)[np.arange(2), TARGETS].sum())(features)
   cam = jax.nn.relu((grads.sum(axis=(1, 2), keepdims=True) * features).sum(-1))  # (2, 4, 4)

@@ -44,7 +44,7 @@ def test_golden_model_explanations(name):
 
 def _random_model(name="v1_cifar9l_b2", **overrides):
   # Narrow layers keep the test fast; the architecture is the paper's.
-  overrides.setdefault("channels", (8, 8, 16, 16, 16, 16, 16, 16))
+  overrides.setdefault("widths", (8, 8, 16, 16, 16, 16, 16, 16))
   return models.create(name, rngs=nnx.Rngs(0), **overrides)
 
 
@@ -53,12 +53,12 @@ def _images(n=3, size=16, seed=0):
   return nn.add_inverse(rgb)
 
 
-SMALL = {"cifar9l": dict(channels=(8, 8, 16, 16, 16, 16, 16, 16)),
-         "resnet": dict(layers=(1, 1), width=8, num_classes=10),
-         "densenet": dict(growth_rate=4, block_config=(2, 2), num_init_features=8, bn_size=2,
+SMALL = {"cifar9l": dict(widths=(8, 8, 16, 16, 16, 16, 16, 16)),
+         "resnet": dict(layers=(1, 1), stem_width=8, num_classes=10),
+         "densenet": dict(growth_rate=4, block_config=(2, 2), stem_width=8, bn_size=2,
                           num_classes=10),
-         "vgg": dict(layers=(8, "M", 16, "M"), hidden=16, num_classes=10),
-         "convnext": dict(dims=(8, 16), depths=(1, 1), layer_scale=0.5, num_classes=10)}
+         "vgg": dict(layers=(8, "M", 16, "M"), hidden_width=16, num_classes=10),
+         "convnext": dict(widths=(8, 16), depths=(1, 1), layer_scale=0.5, num_classes=10)}
 
 
 @pytest.mark.parametrize("name", [n for n in models.names() if "cifar9l" in n]
@@ -82,7 +82,7 @@ def test_contributions_sum_to_logit_minus_bias(name):
 
 @pytest.mark.parametrize("name, overrides", [
     ("simple_vit_ti_patch16_224", dict(patch_size=4, dim=16, depth=2, heads=2, mlp_dim=32)),
-    ("vitc_ti_patch1_14", dict(conv_stem=(8, 16), dim=16, depth=1, heads=2, mlp_dim=32)),
+    ("vitc_ti_patch1_14", dict(stem_widths=(8, 16), dim=16, depth=1, heads=2, mlp_dim=32)),
 ])
 def test_vit_explanations_are_the_dynamic_linear_map(name, overrides):
   """ViTs add a fixed position embedding, so contributions do not sum to the logit;
@@ -102,7 +102,7 @@ def test_vit_explanations_are_the_dynamic_linear_map(name, overrides):
                                   "standard_vitc_ti_patch1_14"])
 def test_standard_vit_baselines_take_rgb(name):
   overrides = dict(dim=16, depth=1, heads=2, mlp_dim=32, num_classes=10)
-  overrides |= dict(patch_size=4) if "simple" in name else dict(conv_stem=(8, 16))
+  overrides |= dict(patch_size=4) if "simple" in name else dict(stem_widths=(8, 16))
   model = models.create(name, rngs=nnx.Rngs(0), **overrides)
   rgb = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
   chex.assert_shape(jax.jit(lambda x: model(x))(rgb), (2, 10))
@@ -163,14 +163,16 @@ def test_explain_uses_evaluation_statistics():
   """A model whose norm layer is in training mode is explained with running stats."""
 
   class Tiny(nnx.Module):
-    def __init__(self):
-      self.conv = nn.BcosConv(6, 4, 3, padding=1, rngs=nnx.Rngs(0))
+    def __init__(self, *, rngs):
+      self.conv = nn.BcosConv(6, 4, 3, padding=1, rngs=rngs)
       self.norm = nn.BatchNorm(4, use_bias=False)
 
     def __call__(self, x, *, explain=False):
       return self.norm(self.conv(x, explain=explain), explain=explain).mean(axis=(1, 2))
 
-  model = Tiny()
+  if "test_tiny_batchnorm" not in models.names():  # a family of the test's own
+    models.register("test_tiny_batchnorm", models.Family("tiny", Tiny, lambda m, p: {}))
+  model = models.create("test_tiny_batchnorm", rngs=nnx.Rngs(0))
   model.norm.running_var[...] = jnp.full((4,), 4.0)
   x6 = _images(2)
   e = bx.explain(model, x6)
@@ -200,7 +202,7 @@ def test_explain_unit_of_an_intermediate_neuron():
 def test_explain_unit_of_the_last_layer_is_the_logit_explanation():
   model = _random_model()
   x6 = _images(2)
-  unit = bx.explain_unit(model, x6, "layers.8", channel=4)  # summed over positions
+  unit = bx.explain_unit(model, x6, "head", channel=4)  # summed over positions
   logit = bx.explain(model, x6, jnp.array([4, 4]))
   positions = 4 * 4  # 16x16 input, two stride-2 layers
   scale = positions * model.logit_layer.temperature

@@ -47,21 +47,22 @@ def test_create_records_its_config_and_overrides():
                                                num_classes=100))
   assert model.config.name == "v1_cifar9l_b2"
   assert model.config.as_dict()["num_classes"] == 100
-  assert model.layers[-1].kernel.get_value().shape == (1, 1, 256, 200)  # MaxOut 2
+  assert model.head.kernel.get_value().shape == (1, 1, 256, 200)  # MaxOut 2
   assert model.logit_layer.temperature == 100.0
 
 
 def test_architecture_matches_the_paper():
   model = nnx.eval_shape(lambda: models.create("v1_cifar9l_b2", rngs=nnx.Rngs(0)))
-  assert [layer.kernel_size[0] for layer in model.layers] == [3] * 8 + [1]
-  assert [layer.strides[0] for layer in model.layers] == list(cifar.STRIDES)
-  assert [layer.out_features for layer in model.layers] == [*cifar.CHANNELS, 10]
-  assert all(layer.max_out == 2 and layer.b == 2 for layer in model.layers)
+  convs = [*model.layers, model.head]
+  assert [layer.kernel_size[0] for layer in convs] == [3] * 8 + [1]
+  assert [layer.strides[0] for layer in convs] == list(cifar.STRIDES)
+  assert [layer.out_features for layer in convs] == [*cifar.WIDTHS, 10]
+  assert all(layer.max_out == 2 and layer.b == 2 for layer in convs)
 
 
 def test_forward_shape_and_entry_check():
   model = models.create("v1_cifar9l_b2", rngs=nnx.Rngs(0),
-                        channels=(4, 4, 4, 4, 4, 4, 4, 4))
+                        widths=(4, 4, 4, 4, 4, 4, 4, 4))
   chex.assert_shape(model(jnp.ones((2, 32, 32, 6))), (2, 10))
   with pytest.raises(ValueError, match="add_inverse"):
     model(jnp.ones((2, 32, 32, 3)))

@@ -39,12 +39,19 @@ def _run(layer, x, cotangent, explain):
   return run(nnx.as_pure(state), jnp.asarray(x), jnp.asarray(cotangent))
 
 
+def _scale(config, v1) -> dict:
+  """The official v1 conv with scale None divides by its default k·sqrt(in)/100."""
+  if not v1:
+    return {"scale": 1.0}
+  return {"v1_scale_divisor": 100.0} if config["scale"] is None else {"scale": config["scale"]}
+
+
 def _conv(config, weight, v1):
   # Built abstractly (no random initialisation to compile): the weights are set below.
   layer = nnx.eval_shape(lambda: nn.BcosConv(
       config["inc"], config["outc"], config["k"], strides=config["s"], padding=config["p"],
       dilation=config.get("d", 1), feature_group_count=config.get("groups", 1), b=config["b"],
-      max_out=config["max_out"], scale=config["scale"] if v1 else 1.0, rngs=nnx.Rngs(0)))
+      max_out=config["max_out"], rngs=nnx.Rngs(0), **_scale(config, v1)))
   layer.kernel.set_value(jnp.asarray(np.transpose(weight, (2, 3, 1, 0))))
   return layer
 

@@ -20,7 +20,7 @@ CONV_SETTINGS = {
     "depthwise": dict(kernel_size=5, padding="SAME", feature_group_count=4, out_features=4),
     "k1x3_asym_pad": dict(kernel_size=(1, 3), padding=((0, 0), (2, 0))),
     "maxout2": dict(kernel_size=3, padding=1, max_out=2),
-    "v1_scale": dict(kernel_size=3, padding=1, max_out=2, scale=None),
+    "v1_scale": dict(kernel_size=3, padding=1, max_out=2, v1_scale_divisor=100.0),
 }
 
 

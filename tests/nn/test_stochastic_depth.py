@@ -30,8 +30,8 @@ def test_deterministic_is_the_identity():
 
 
 @pytest.mark.parametrize("name, overrides", [
-    ("resnet18", dict(width=8, layers=(1, 1))),
-    ("convnext_tiny", dict(dims=(8, 16), depths=(1, 1), layer_scale=0.5)),
+    ("resnet18", dict(stem_width=8, layers=(1, 1))),
+    ("convnext_tiny", dict(widths=(8, 16), depths=(1, 1), layer_scale=0.5)),
 ])
 def test_models_with_stochastic_depth_explain_exactly(name, overrides):
   model = models.create(name, rngs=nnx.Rngs(0), num_classes=10, stochastic_depth_prob=0.5,

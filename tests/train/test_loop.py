@@ -14,7 +14,7 @@ from bcos_jax.train import loop
 from bcos_jax.train.metric_writer import read
 
 ROOT = pathlib.Path(__file__).parents[2]
-TINY = ["--config.model.overrides.channels=(4, 4, 8, 8, 8, 8, 8, 8)", "--config.batch_size=16",
+TINY = ["--config.model.overrides.widths=(4, 4, 8, 8, 8, 8, 8, 8)", "--config.batch_size=16",
         "--config.log_every=2", "--config.num_explanations=2"]
 
 
@@ -26,7 +26,7 @@ def _config(data_dir, **changes):
   spec.loader.exec_module(module)
   config = module.get_config()
   config.data_dir = data_dir
-  config.model.overrides.channels = (4, 4, 8, 8, 8, 8, 8, 8)
+  config.model.overrides.widths = (4, 4, 8, 8, 8, 8, 8, 8)
   config.batch_size = 16
   config.num_steps = 8
   config.log_every = 2
@@ -78,18 +78,17 @@ def test_fsdp_shards_parameters():
   import optax
   from flax import nnx
 
-  from bcos_jax import models
+  from bcos_jax import models, sharding
   from bcos_jax.train import state as train_state
-  from bcos_jax.train import steps
 
-  model = models.create("v1_cifar9l_b2", rngs=nnx.Rngs(0), channels=(8,) * 8)
+  model = models.create("v1_cifar9l_b2", rngs=nnx.Rngs(0), widths=(8,) * 8)
   _, state = train_state.create(model, optax.adam(1e-3))
-  placed = steps.place_state(state, steps.make_mesh(8, fsdp=4))
+  placed = sharding.place_state(state, sharding.make_mesh(8, fsdp=4))
   kernel = placed.params["layers"][1]["kernel"][...]  # (3, 3, 8, 16)
   assert kernel.sharding.shard_shape(kernel.shape) == (3, 3, 8, 4)
   assert placed.step.sharding.is_fully_replicated
   with pytest.raises(ValueError, match="fsdp=3 must divide"):
-    steps.make_mesh(8, fsdp=3)
+    sharding.make_mesh(8, fsdp=3)
 
 
 def test_gradient_accumulation_equals_a_larger_batch(tmp_path, data_dir):
@@ -107,7 +106,7 @@ def test_ema_bf16_agc_mixing_and_off_label_loss_train(tmp_path, data_dir):
   import numpy as np
   from tensorboardX.proto import event_pb2
 
-  from bcos_jax.train.checkpointing import restore_model
+  from bcos_jax import models
 
   config = _config(data_dir, num_steps=4, ema_decay=0.5, compute_dtype="bfloat16",
                    num_explanations=1)
@@ -128,7 +127,7 @@ def test_ema_bf16_agc_mixing_and_off_label_loss_train(tmp_path, data_dir):
     tags |= {v.tag for v in event.summary.value}
     offset += 16 + length
   assert {"train/loss", "eval/top1"} <= tags
-  model = restore_model(tmp_path)  # the checkpoint's parameters (the EMA is stored beside)
+  model = models.load(tmp_path)  # the parameter average: the run kept one
   assert model.config.name == "v1_cifar9l_b2"
 
 
@@ -193,22 +192,22 @@ def test_train_step_traces_once(data_dir):
   import optax
   from flax import nnx
 
-  from bcos_jax import models
+  from bcos_jax import models, sharding
   from bcos_jax.train import state as train_state
   from bcos_jax.train import steps
 
   chex.clear_trace_counter()
-  model = models.create("v1_cifar9l_b2", rngs=nnx.Rngs(0), channels=(4,) * 8)
+  model = models.create("v1_cifar9l_b2", rngs=nnx.Rngs(0), widths=(4,) * 8)
   optimizer = optax.adam(1e-3)
   graphdef, state = train_state.create(model, optimizer)
-  mesh = steps.make_mesh()
-  state = steps.place_state(state, mesh)
+  mesh = sharding.make_mesh()
+  state = sharding.place_state(state, mesh)
   step = steps.make_train_step(graphdef, optimizer, optax.constant_schedule(1e-3), mesh, state,
                                trace_check=chex.assert_max_traces(n=1))
   rng = jax.random.key(0)
   for i in range(3):
     images = jax.random.randint(jax.random.fold_in(rng, i), (16, 32, 32, 3), 0, 256)
-    batch = steps.shard_batch({"image": jax.numpy.asarray(images, "uint8"),
+    batch = sharding.shard_batch({"image": jax.numpy.asarray(images, "uint8"),
                                "label": jax.numpy.arange(16) % 10}, mesh)
     state, metrics = step(state, batch)
   assert int(state.step) == 3 and step._cache_size() == 1
@@ -221,19 +220,19 @@ def test_train_step_updates_batchnorm_statistics():
   import optax
   from flax import nnx
 
-  from bcos_jax import models
+  from bcos_jax import models, sharding
   from bcos_jax.train import state as train_state
   from bcos_jax.train import steps
 
-  model = models.create("resnet18", rngs=nnx.Rngs(0), width=8, layers=(1, 1), num_classes=10)
+  model = models.create("resnet18", rngs=nnx.Rngs(0), stem_width=8, layers=(1, 1), num_classes=10)
   optimizer = optax.adam(1e-3)
   graphdef, state = train_state.create(model, optimizer)
   before = np.asarray(state.model_state["bn1"]["running_var"][...])
-  mesh = steps.make_mesh()
-  state = steps.place_state(state, mesh)
+  mesh = sharding.make_mesh()
+  state = sharding.place_state(state, mesh)
   step = steps.make_train_step(graphdef, optimizer, optax.constant_schedule(1e-3), mesh, state)
   images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3)), jnp.uint8)
-  batch = steps.shard_batch({"image": images, "label": jnp.arange(16) % 10}, mesh)
+  batch = sharding.shard_batch({"image": images, "label": jnp.arange(16) % 10}, mesh)
   state, metrics = step(state, batch)
   after = np.asarray(state.model_state["bn1"]["running_var"][...])
   assert np.isfinite(float(metrics["loss"]))
@@ -256,12 +255,12 @@ def test_auxiliary_loss_adds_the_weighted_aux_head_loss():
   import optax
   from flax import nnx
 
-  from bcos_jax.data import to_model_input
+  from bcos_jax import models, sharding
   from bcos_jax.train import losses, steps
   from bcos_jax.train import state as train_state
 
   class TwoHeads(nnx.Module):
-    def __init__(self, rngs):
+    def __init__(self, *, rngs):
       self.main = nnx.Linear(6, 5, rngs=rngs)
       self.aux = nnx.Linear(6, 5, rngs=rngs)
 
@@ -272,18 +271,21 @@ def test_auxiliary_loss_adds_the_weighted_aux_head_loss():
       pooled = x.mean(axis=(1, 2))
       return self.main(pooled), self.aux(pooled)
 
-  model = TwoHeads(nnx.Rngs(0))
+  if "test_two_heads" not in models.names():
+    models.register("test_two_heads", models.Family("two_heads", TwoHeads, lambda m, p: {},
+                                                    aux_head="aux"))
+  model = models.create("test_two_heads", rngs=nnx.Rngs(0))
   images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (8, 4, 4, 3)), jnp.uint8)
   labels = jnp.arange(8) % 5
-  x6 = to_model_input(images)
+  x6 = models.input_transform(model)(images)
   targets = losses.targets_from_labels(labels, 5)
   expected = losses.bce(model(x6), targets) + 0.5 * losses.bce(model.logits_with_aux(x6)[1],
                                                                  targets)
   optimizer = optax.adam(1e-3)
   graphdef, state = train_state.create(model, optimizer)
-  mesh = steps.make_mesh(1)
-  state = steps.place_state(state, mesh)
+  mesh = sharding.make_mesh(1)
+  state = sharding.place_state(state, mesh)
   step = steps.make_train_step(graphdef, optimizer, optax.constant_schedule(1e-3), mesh, state,
                                steps.StepOptions(aux_weight=0.5))
-  _, metrics = step(state, steps.shard_batch({"image": images, "label": labels}, mesh))
+  _, metrics = step(state, sharding.shard_batch({"image": images, "label": labels}, mesh))
   assert float(metrics["loss"]) == pytest.approx(float(jax.device_get(expected)), rel=1e-5)
