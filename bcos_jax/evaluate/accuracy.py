@@ -31,8 +31,8 @@ def _per_example(logits: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
 EvalStep = Callable[[tuple, dict], dict]
 
 
-def make_eval_step(graphdef: nnx.GraphDef, variables: tuple, mesh: jax.sharding.Mesh
-                   ) -> EvalStep:
+def make_eval_step(graphdef: nnx.GraphDef, variables: tuple, mesh: jax.sharding.Mesh,
+                   trace_check: Callable[[Callable], Callable] = lambda f: f) -> EvalStep:
   """A jitted step: a batch split over the mesh -> per-example outputs, replicated.
 
   Args:
@@ -40,6 +40,7 @@ def make_eval_step(graphdef: nnx.GraphDef, variables: tuple, mesh: jax.sharding.
     variables: the states merged with it (`nnx.merge(graphdef, *variables)`), e.g.
       (params, other variables) of a train state, for their structure and sharding.
     mesh: the device mesh.
+    trace_check: wraps the step before jit, e.g. `chex.assert_max_traces(n=1)` in tests.
 
   Returns:
     step(variables, batch) -> {"label", "mask", "top_logit", "predicted", "loss",
@@ -51,7 +52,7 @@ def make_eval_step(graphdef: nnx.GraphDef, variables: tuple, mesh: jax.sharding.
     logits = model(models.input_transform(model)(batch["image"])).astype(jnp.float32)
     return {**_per_example(logits, batch["label"]), "mask": batch["mask"]}
 
-  return jax.jit(step, in_shardings=(sharding.state_sharding(variables, mesh),
+  return jax.jit(trace_check(step), in_shardings=(sharding.state_sharding(variables, mesh),
                                      sharding.batch_sharding(mesh)),
                  out_shardings=sharding.replicated(mesh))
 

@@ -146,11 +146,22 @@ def _grad_cam(graphdef, state, x6, targets, path, side) -> jax.Array:
 
   logits, vjp, features = jax.vjp(logits_of, jnp.zeros(shape, x6.dtype), has_aux=True)
   (grads,) = jax.vmap(vjp)(_one_hot_cotangents(targets, logits.shape[-1]).astype(logits.dtype))
+  if features.ndim == 3:  # a ViT's tokens (N, h·w, D): Grad-CAM on their patch grid
+    features, grads = _token_grid(features), jax.vmap(_token_grid)(grads)
   # Grad-CAM: channel weights are the spatially summed gradients (as the
   # official comparison; the mean only rescales), a ReLU of the weighted sum.
   channel_weights = grads.sum(axis=(2, 3), keepdims=True)  # (T, N, 1, 1, C)
   cam = jax.nn.relu(jnp.sum(channel_weights * features[None], axis=-1))  # (T, N, h, w)
   return jnp.moveaxis(nearest_upsample(cam, x6.shape[1:3]), 0, 1)[..., None]
+
+
+def _token_grid(tokens: jax.Array) -> jax.Array:
+  """(N, T, D) tokens of a square patch grid (row-major, no class token) -> (N, s, s, D)."""
+  n, count, dim = tokens.shape
+  side = int(round(count**0.5))
+  if side * side != count:
+    raise ValueError(f"Grad-CAM on tokens needs a square patch grid, got {count} tokens")
+  return tokens.reshape(n, side, side, dim)
 
 
 def nearest_upsample(maps: jax.Array, size: tuple[int, int]) -> jax.Array:
@@ -165,8 +176,9 @@ def grad_cam(model: nnx.Module, x6: jax.Array, targets, layer: str | None = None
   """Grad-CAM on a feature map, upsampled to the image: (N[, T], H, W, 1).
 
   Args:
-    layer: the submodule whose input or output is the feature map; None takes
-      the model's last feature map (`grad_cam_layer`).
+    layer: the submodule whose input or output is the feature map (N, h, w, C), or
+      a ViT's tokens (N, h·w, D), read on their patch grid; None takes the model's
+      last feature map (`grad_cam_layer`).
     side: 'input' or 'output' of `layer`.
   """
   targets, squeeze = _prepare(model, x6, targets)
