@@ -17,21 +17,30 @@ import numpy as np
 from flax import nnx
 
 from bcos_jax import data, models, sharding
-from bcos_jax.train.losses import bce_per_example, targets_from_labels, topk_correct
 
-
-def _per_example(logits: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
-  return {"label": labels, "top_logit": logits.max(axis=-1), "predicted": logits.argmax(-1),
-          # Binary cross-entropy, as the models are trained.
-          "loss": bce_per_example(logits, targets_from_labels(labels, logits.shape[-1])),
-          "top1": topk_correct(logits, labels, 1),
-          "top5": topk_correct(logits, labels, min(5, logits.shape[-1]))}
-
-
+# (logits (N, C), labels (N,)) -> (N,) per-example loss.
+PerExampleLoss = Callable[[jax.Array, jax.Array], jax.Array]
 EvalStep = Callable[[tuple, dict], dict]
 
 
+def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
+  """(N,) 1.0 where the label is among the k largest logits."""
+  top = jax.lax.top_k(logits, k)[1]
+  return jnp.any(top == labels[:, None], axis=-1).astype(jnp.float32)
+
+
+def _per_example(logits: jax.Array, labels: jax.Array,
+                 loss: PerExampleLoss | None) -> dict[str, jax.Array]:
+  outputs = {"label": labels, "top_logit": logits.max(axis=-1), "predicted": logits.argmax(-1),
+             "top1": topk_correct(logits, labels, 1),
+             "top5": topk_correct(logits, labels, min(5, logits.shape[-1]))}
+  if loss is not None:
+    outputs["loss"] = loss(logits, labels)
+  return outputs
+
+
 def make_eval_step(graphdef: nnx.GraphDef, variables: tuple, mesh: jax.sharding.Mesh,
+                   loss: PerExampleLoss | None = None,
                    trace_check: Callable[[Callable], Callable] = lambda f: f) -> EvalStep:
   """A jitted step: a batch split over the mesh -> per-example outputs, replicated.
 
@@ -40,17 +49,18 @@ def make_eval_step(graphdef: nnx.GraphDef, variables: tuple, mesh: jax.sharding.
     variables: the states merged with it (`nnx.merge(graphdef, *variables)`), e.g.
       (params, other variables) of a train state, for their structure and sharding.
     mesh: the device mesh.
+    loss: a per-example loss to report too (training passes its BCE); None: none.
     trace_check: wraps the step before jit, e.g. `chex.assert_max_traces(n=1)` in tests.
 
   Returns:
-    step(variables, batch) -> {"label", "mask", "top_logit", "predicted", "loss",
-    "top1", "top5"}, each (global batch,).
+    step(variables, batch) -> {"label", "mask", "top_logit", "predicted", "top1",
+    "top5"[, "loss"]}, each (global batch,).
   """
 
   def step(variables: tuple, batch: dict) -> dict:
     model = models.eval_mode(nnx.merge(graphdef, *variables))
     logits = model(models.input_transform(model)(batch["image"])).astype(jnp.float32)
-    return {**_per_example(logits, batch["label"]), "mask": batch["mask"]}
+    return {**_per_example(logits, batch["label"], loss), "mask": batch["mask"]}
 
   return jax.jit(trace_check(step), in_shardings=(sharding.state_sharding(variables, mesh),
                                      sharding.batch_sharding(mesh)),
@@ -63,18 +73,21 @@ class SplitResults:
   label: np.ndarray
   top_logit: np.ndarray
   predicted: np.ndarray
-  loss: np.ndarray
   top1: np.ndarray
   top5: np.ndarray
+  loss: np.ndarray | None = None  # when the step was given a loss
 
   @property
   def correct(self) -> np.ndarray:
     return self.top1.astype(bool)
 
   def metrics(self, prefix: str = "eval/") -> dict[str, float]:
-    """Mean loss, top-1 and top-5 accuracy, and the record count."""
-    return {f"{prefix}loss": float(self.loss.mean()), f"{prefix}top1": float(self.top1.mean()),
-            f"{prefix}top5": float(self.top5.mean()), f"{prefix}count": float(len(self.label))}
+    """Top-1 and top-5 accuracy, the record count and (if computed) the mean loss."""
+    metrics = {f"{prefix}top1": float(self.top1.mean()), f"{prefix}top5": float(self.top5.mean()),
+               f"{prefix}count": float(len(self.label))}
+    if self.loss is not None:
+      metrics[f"{prefix}loss"] = float(self.loss.mean())
+    return metrics
 
 
 def evaluate(step: EvalStep, variables: tuple, source, transform, *, global_batch_size: int,
@@ -99,7 +112,7 @@ def evaluate(step: EvalStep, variables: tuple, source, transform, *, global_batc
     outputs.append(step(variables, sharding.shard_batch(batch, mesh)))
   outputs = jax.device_get(outputs)
   keep = np.concatenate([o["mask"] for o in outputs]).astype(bool)
-  fields = [f.name for f in dataclasses.fields(SplitResults)]
+  fields = [f.name for f in dataclasses.fields(SplitResults) if f.name in outputs[0]]
   return SplitResults(**{k: np.concatenate([o[k] for o in outputs])[keep] for k in fields})
 
 

@@ -20,7 +20,7 @@ from bcos_jax import data, explain, models, sharding
 from bcos_jax.data import mixing
 from bcos_jax.evaluate import accuracy
 from bcos_jax.models.saving import config_as_json
-from bcos_jax.train import checkpointing, config_schema, steps
+from bcos_jax.train import checkpointing, config_schema, losses, steps
 from bcos_jax.train import state as train_state
 from bcos_jax.train.metric_writer import MetricWriter, format_eta
 from bcos_jax.train.schedules import make_schedule
@@ -151,7 +151,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
     logging.info("resumed from step %d", int(state.step))
   state = sharding.place_state(state, mesh)
   train_step = steps.make_train_step(graphdef, optimizer, schedule, mesh, state, options)
-  eval_step = accuracy.make_eval_step(graphdef, _evaluated_variables(state, use_ema), mesh)
+  eval_step = accuracy.make_eval_step(graphdef, _evaluated_variables(state, use_ema), mesh,
+                                      loss=losses.bce_of_labels)
   writer = MetricWriter(workdir, enabled=is_main, tensorboard=config.tensorboard)
 
   explain_count = min(config.num_explanations, len(eval_source))

@@ -24,10 +24,9 @@ def targets_from_labels(labels: jax.Array, num_classes: int) -> jax.Array:
   return jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
 
 
-def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
-  """(N,) 1.0 where the label is among the k largest logits."""
-  top = jax.lax.top_k(logits, k)[1]
-  return jnp.any(top == labels[:, None], axis=-1).astype(jnp.float32)
+def bce_of_labels(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """(N,) binary cross-entropy against one-hot targets of integer labels (evaluation)."""
+  return bce_per_example(logits, targets_from_labels(labels, logits.shape[-1]))
 
 
 def uniform_off_label_bce(logits: jax.Array, targets: jax.Array,

@@ -15,6 +15,7 @@ from flax import nnx
 from ml_collections import ConfigDict
 
 from bcos_jax import models, sharding
+from bcos_jax.evaluate.accuracy import topk_correct
 from bcos_jax.train import losses
 from bcos_jax.train.state import TrainState, split_model
 
@@ -52,8 +53,8 @@ def _cast_floats(tree, dtype):
 
 def _metrics(logits, labels, loss) -> dict[str, jax.Array]:
   top5 = min(5, logits.shape[-1])
-  return {"loss": loss, "top1": losses.topk_correct(logits, labels, 1).mean(),
-          "top5": losses.topk_correct(logits, labels, top5).mean()}
+  return {"loss": loss, "top1": topk_correct(logits, labels, 1).mean(),
+          "top5": topk_correct(logits, labels, top5).mean()}
 
 
 def updated_ema(ema_params, params, opt_state, options: StepOptions):

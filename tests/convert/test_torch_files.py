@@ -66,7 +66,7 @@ def test_convert_command_writes_a_loadable_model(tmp_path):
   from bcos_jax.convert import from_torch_state_dict
   from bcos_jax.models import registry
 
-  name = "tiny_resnet_for_tests"
+  name = "test_tiny_resnet"
   if name not in models.names():
     registry.register(name, models.resnet.FAMILY, stem_width=8, layers=(1, 1), num_classes=10)
   path = FILES / "tiny_resnet.pth"
