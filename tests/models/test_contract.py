@@ -203,3 +203,11 @@ def test_every_standard_baseline_takes_its_encoded_rgb(name):
 
   logits = jax.eval_shape(logits_of, state, jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.uint8))
   assert logits.shape == (2, 1000)
+
+
+def test_evaluation_and_models_do_not_import_the_trainer():
+  code = ("import sys, bcos_jax.evaluate, bcos_jax.models, bcos_jax.explain\n"
+          "assert not [m for m in sys.modules if m.startswith('bcos_jax.train')], 'train imported'")
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, check=False, env={**os.environ, "XLA_FLAGS": ""})
+  assert result.returncode == 0, result.stderr[-2000:]
