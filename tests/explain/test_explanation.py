@@ -159,6 +159,17 @@ def test_explain_is_jittable_and_traces_once():
   assert float(jnp.abs(first.weights - second.weights).max()) > 0
 
 
+def test_explanation_step_compiles_once_for_new_images_of_the_same_shape():
+  from bcos_jax.explain import explanation
+
+  model = _random_model()
+  bx.explain(model, _images(seed=0))
+  compiled = explanation._explain_jit._cache_size()  # noqa: SLF001
+  for seed in (1, 2):
+    bx.explain(model, _images(seed=seed))
+  assert explanation._explain_jit._cache_size() == compiled  # noqa: SLF001
+
+
 def test_explain_uses_evaluation_statistics():
   """A model whose norm layer is in training mode is explained with running stats."""
 
