@@ -5,6 +5,8 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from bcos_jax import cli
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A configs/*.py file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and explanations "
@@ -31,8 +33,11 @@ def main(argv):
   logging.info("config:\n%s", config)
   metrics = train_and_evaluate(config, _WORKDIR.value)
   logging.info("final evaluation: %s", metrics)
-  print({k: round(float(v), 4) for k, v in metrics.items()})
+  if metrics:  # empty when a SIGTERM stopped the run before its next evaluation
+    print(f"final {config.eval_split} top-1 {metrics['eval/top1']:.4f}, top-5 "
+          f"{metrics['eval/top5']:.4f}, loss {metrics['eval/loss']:.4g} "
+          f"({int(metrics['eval/count']):,} images)", flush=True)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

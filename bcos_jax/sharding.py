@@ -11,6 +11,8 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from bcos_jax.errors import UserError
+
 BATCH_AXES = ("data", "fsdp")
 
 
@@ -18,7 +20,7 @@ def make_mesh(num_devices: int | None = None, fsdp: int = 1) -> jax.sharding.Mes
   """A (data, fsdp) mesh over (the first `num_devices` of) all devices."""
   count = num_devices or jax.device_count()
   if fsdp < 1 or count % fsdp:
-    raise ValueError(f"fsdp={fsdp} must divide the {count} devices; use one of "
+    raise UserError(f"fsdp={fsdp} must divide the {count} devices; use one of "
                      f"{[d for d in range(1, count + 1) if count % d == 0]}")
   # Auto axes: the compiler propagates the parameter shardings through the
   # model (FSDP's all-gathers), as with jit's in/out shardings of old.
@@ -29,7 +31,7 @@ def make_mesh(num_devices: int | None = None, fsdp: int = 1) -> jax.sharding.Mes
 def check_batch_divides(global_batch_size: int, mesh: jax.sharding.Mesh) -> None:
   devices = mesh.devices.size
   if global_batch_size % devices:
-    raise ValueError(
+    raise UserError(
         f"the global batch size {global_batch_size} does not divide over the {devices} "
         f"devices of the mesh: use a multiple of {devices} (e.g. "
         f"{(global_batch_size // devices + 1) * devices}), or fewer devices")

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from absl import app, flags
 from flax import nnx
 
-from bcos_jax import models
+from bcos_jax import cli, models
 from bcos_jax.evaluate import attribution
 
 _MODELS = flags.DEFINE_list("models", ["v1_cifar9l_b2:32", "resnet18:224"],
@@ -81,4 +81,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -23,7 +23,7 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
-from bcos_jax import data
+from bcos_jax import cli, data
 
 _JSON = flags.DEFINE_string("json", "bench/results/input_pipeline.json",
                             "The JSON file to write.")
@@ -122,4 +122,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from absl import app, flags
 from flax import nnx
 
-from bcos_jax import explain, models, nn
+from bcos_jax import cli, explain, models, nn
 
 _JSON = flags.DEFINE_string("json", "bench/results/layers.json", "The JSON file to write.")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per measurement.")
@@ -134,4 +134,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

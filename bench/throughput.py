@@ -21,7 +21,7 @@ import optax
 from absl import app, flags
 from flax import nnx
 
-from bcos_jax import explain, models, sharding
+from bcos_jax import cli, explain, models, sharding
 from bcos_jax.train import state as train_state
 from bcos_jax.train import steps
 
@@ -101,4 +101,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("model")
-  app.run(main)
+  cli.run(main)

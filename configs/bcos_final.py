@@ -17,6 +17,7 @@ densenet201 75.48%, vgg11_bnu 69.31%.
 
 from ml_collections import ConfigDict
 
+from bcos_jax.errors import UserError
 from bcos_jax.train.config_schema import parse_variant
 from bcos_jax.train.paper_configs import bcos_final
 
@@ -33,5 +34,5 @@ def get_config(arg: str | None = None) -> ConfigDict:
   options = parse_variant(arg, dict(model="resnet50"))
   name = options["model"]
   if name not in EPOCHS:
-    raise ValueError(f"unknown bcos_final model {name!r}; valid: {', '.join(EPOCHS)}")
+    raise UserError(f"unknown bcos_final model {name!r}; valid: {', '.join(EPOCHS)}")
   return bcos_final(name, num_epochs=EPOCHS[name])

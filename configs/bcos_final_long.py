@@ -20,6 +20,7 @@ convnext_base_bnu 80.14%.
 
 from ml_collections import ConfigDict
 
+from bcos_jax.errors import UserError
 from bcos_jax.train.config_schema import parse_variant
 from bcos_jax.train.paper_configs import bcos_final_long
 
@@ -41,10 +42,10 @@ def get_config(arg: str | None = None) -> ConfigDict:
   options = parse_variant(arg, dict(model="resnet50_long", accumulate="1"))
   name = options["model"]
   if name not in MODEL_OVERRIDES:
-    raise ValueError(f"unknown bcos_final_long model {name!r}; "
+    raise UserError(f"unknown bcos_final_long model {name!r}; "
                      f"valid: {', '.join(MODEL_OVERRIDES)}")
   try:
     accumulate = int(options["accumulate"])
   except ValueError:
-    raise ValueError(f"accumulate must be an integer, got {options['accumulate']!r}") from None
+    raise UserError(f"accumulate must be an integer, got {options['accumulate']!r}") from None
   return bcos_final_long(name, accumulate_steps=accumulate, **MODEL_OVERRIDES[name])

@@ -22,6 +22,7 @@ Tab. 1 for the 9-layer net (accuracy falls slowly as B grows).
 
 from ml_collections import ConfigDict
 
+from bcos_jax.errors import UserError
 from bcos_jax.train.config_schema import parse_variant
 from bcos_jax.train.paper_configs import cifar10
 
@@ -38,11 +39,11 @@ def get_config(arg: str | None = None) -> ConfigDict:
     plain = options["plain"] == "1"
     name = f"v1_cifar9l{'_plain' if plain else ''}_b{b:g}"
     if name not in CIFAR9L:
-      raise ValueError(f"no 9-layer net for b={options['b']}, plain={options['plain']} "
+      raise UserError(f"no 9-layer net for b={options['b']}, plain={options['plain']} "
                        f"({name!r}); valid: {', '.join(CIFAR9L)}")
     return cifar10(name)
   depths = ("resnet20", "resnet32", "resnet44", "resnet56")
   if options["model"] not in depths:
-    raise ValueError(f"unknown model {options['model']!r}; known: cifar9l, {', '.join(depths)}")
+    raise UserError(f"unknown model {options['model']!r}; known: cifar9l, {', '.join(depths)}")
   return cifar10(f"cifar10_{options['model']}", b=float(options["b"]),
                  max_out=1 if options["plain"] == "1" else 2, norm=options["norm"])

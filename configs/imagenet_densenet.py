@@ -13,6 +13,7 @@ the v1 paper's DenseNet-121 top-1 (Tab. 2; higher with training+).
 
 from ml_collections import ConfigDict
 
+from bcos_jax.errors import UserError
 from bcos_jax.train.config_schema import parse_variant
 from bcos_jax.train.paper_configs import imagenet_v1
 
@@ -20,5 +21,5 @@ from bcos_jax.train.paper_configs import imagenet_v1
 def get_config(arg: str | None = None) -> ConfigDict:
   options = parse_variant(arg, dict(training_plus="0"))
   if options["training_plus"] not in ("0", "1"):
-    raise ValueError(f"training_plus must be 0 or 1, got {options['training_plus']!r}")
+    raise UserError(f"training_plus must be 0 or 1, got {options['training_plus']!r}")
   return imagenet_v1("v1_densenet121", training_plus=options["training_plus"] == "1")

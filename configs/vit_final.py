@@ -16,6 +16,7 @@ accuracies of the TPAMI paper (the official zoo has no ViT weights).
 
 from ml_collections import ConfigDict
 
+from bcos_jax.errors import UserError
 from bcos_jax.train.config_schema import parse_variant
 from bcos_jax.train.paper_configs import vit_final
 
@@ -37,6 +38,6 @@ def get_config(arg: str | None = None) -> ConfigDict:
   options = parse_variant(arg, dict(model="simple_vit_ti_patch16_224"))
   name = options["model"]
   if name not in SIZES:
-    raise ValueError(f"unknown B-cos ViT {name!r}; valid: {', '.join(SIZES)}")
+    raise UserError(f"unknown B-cos ViT {name!r}; valid: {', '.join(SIZES)}")
   batch_size, warmup_steps = SIZES[name]
   return vit_final(name, batch_size=batch_size, warmup_steps=warmup_steps)

@@ -14,7 +14,9 @@ import json
 import pathlib
 
 import numpy as np
-from absl import app, flags
+from absl import flags
+
+from bcos_jax import cli
 
 _ROOT = flags.DEFINE_string("root", "/tmp/bcos_b_ablation", "One workdir per B goes here.")
 _BS = flags.DEFINE_list("bs", ["1", "1.25", "1.5", "1.75", "2", "2.25", "2.5"], "The B values.")
@@ -74,4 +76,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

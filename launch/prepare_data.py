@@ -19,7 +19,9 @@ import importlib.util
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
+
+from bcos_jax import cli
 
 _DATASET = flags.DEFINE_string("dataset", None, "A tfds dataset name (cifar10, imagenet2012, "
                                "bcos_digits, ...).")
@@ -69,4 +71,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -6,13 +6,11 @@
 Then `bcos_jax.models.load(DIR)` returns the model. No PyTorch needed.
 """
 
-import sys
-
 from absl import app, flags
 
-from bcos_jax import models
-from bcos_jax.convert.torch_files import TorchFileError, state_dict_from_file
-from bcos_jax.convert.torch_state_dict import StateDictMismatchError, from_torch_state_dict
+from bcos_jax import cli, models
+from bcos_jax.convert.torch_files import state_dict_from_file
+from bcos_jax.convert.torch_state_dict import from_torch_state_dict
 
 _MODEL = flags.DEFINE_string("model", None, f"one of: {', '.join(models.names())}")
 _TORCH_CHECKPOINT = flags.DEFINE_string("torch_checkpoint", None, "a .pth / .pkl file")
@@ -25,12 +23,10 @@ def main(argv: list[str]) -> int:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   overrides = {} if _NUM_CLASSES.value is None else {"num_classes": _NUM_CLASSES.value}
-  try:
-    state_dict = state_dict_from_file(_TORCH_CHECKPOINT.value)
-    model = from_torch_state_dict(_MODEL.value, state_dict, **overrides)
-  except (TorchFileError, StateDictMismatchError, ValueError) as error:
-    print(f"error: {error}", file=sys.stderr)
-    return 2
+  # A file that is no checkpoint, or one of another architecture, is a UserError:
+  # `cli.run` prints it as one line and exits with code 2.
+  state_dict = state_dict_from_file(_TORCH_CHECKPOINT.value)
+  model = from_torch_state_dict(_MODEL.value, state_dict, **overrides)
   path = models.save(model, _OUT.value)
   print(f"wrote {_MODEL.value} ({len(state_dict)} official arrays) to {path}; "
         f"load it with bcos_jax.models.load({str(path)!r})")
@@ -39,4 +35,4 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["model", "torch_checkpoint", "out"])
-  app.run(main)
+  cli.run(main)

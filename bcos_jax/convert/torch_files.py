@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from bcos_jax.errors import UserError
+
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
 _STORAGE_DTYPES = {
@@ -35,7 +37,7 @@ _STORAGE_DTYPES = {
 }
 
 
-class TorchFileError(ValueError):
+class TorchFileError(UserError):
   """The file is not a readable PyTorch checkpoint."""
 
 

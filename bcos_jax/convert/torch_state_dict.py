@@ -14,6 +14,7 @@ import numpy as np
 from flax import nnx
 
 from bcos_jax import models
+from bcos_jax.errors import UserError
 from bcos_jax.models.torch_keys import Target
 
 # Layout -> the axis permutation from the PyTorch array to the bcos_jax one.
@@ -34,7 +35,7 @@ def _torch_shape(shape: tuple[int, ...], layout: str) -> tuple[int, ...]:
   return _permute(shape, _TO_TORCH[layout])
 
 
-class StateDictMismatchError(ValueError):
+class StateDictMismatchError(UserError):
   """A state dict that does not fit the model: lists every problem at once."""
 
 

@@ -13,6 +13,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from bcos_jax.errors import UserError
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
@@ -25,25 +27,26 @@ def scan(root: str | pathlib.Path) -> tuple[list[str], dict[str, list[tuple[path
   """
   root = pathlib.Path(root)
   if not root.is_dir():
-    raise FileNotFoundError(f"image folder {root} does not exist")
+    raise UserError(f"image folder {root} does not exist: give the folder that holds "
+                    "<split>/<class>/<images>")
   splits = sorted(p for p in root.iterdir() if p.is_dir())
   if not splits:
-    raise ValueError(f"{root} has no split folders: expected {root}/train/<class>/<images>")
+    raise UserError(f"{root} has no split folders: expected {root}/train/<class>/<images>")
   classes_by_split = {s.name: sorted(p.name for p in s.iterdir() if p.is_dir()) for s in splits}
   classes = classes_by_split[splits[0].name]
   for split, names in classes_by_split.items():
     if names != classes:
-      raise ValueError(f"split {split!r} has classes {names}, but {splits[0].name!r} has "
+      raise UserError(f"split {split!r} has classes {names}, but {splits[0].name!r} has "
                        f"{classes}: every split needs the same class folders")
   if not classes:
-    raise ValueError(f"{splits[0]} has no class folders")
+    raise UserError(f"{splits[0]} has no class folders")
   files = {}
   for split in splits:
     files[split.name] = [(path, label) for label, name in enumerate(classes)
                          for path in sorted((split / name).iterdir())
                          if path.suffix.lower() in IMAGE_SUFFIXES]
     if not files[split.name]:
-      raise ValueError(f"split {split.name!r} has no {'/'.join(IMAGE_SUFFIXES)} files")
+      raise UserError(f"split {split.name!r} has no {'/'.join(IMAGE_SUFFIXES)} files")
   return classes, files
 
 

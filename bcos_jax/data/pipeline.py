@@ -16,6 +16,8 @@ import jax
 import numpy as np
 from absl import flags
 
+from bcos_jax.errors import UserError
+
 
 @dataclasses.dataclass(frozen=True)
 class ProcessShard:
@@ -35,7 +37,7 @@ def per_process_batch_size(global_batch_size: int, shard: ProcessShard) -> int:
     ValueError: when it does not divide, saying what to change.
   """
   if global_batch_size % shard.count:
-    raise ValueError(f"the global batch size {global_batch_size} does not divide over "
+    raise UserError(f"the global batch size {global_batch_size} does not divide over "
                      f"{shard.count} processes: use a multiple of {shard.count}")
   return global_batch_size // shard.count
 
@@ -98,7 +100,7 @@ def train_dataset(source, transform: Callable[[dict, np.random.Generator], dict]
   batch_size = per_process_batch_size(global_batch_size, shard)
   records = grain.MapDataset.source(source)[shard.index::shard.count]
   if len(records) < batch_size:
-    raise ValueError(f"this process has {len(records)} records, fewer than its batch of "
+    raise UserError(f"this process has {len(records)} records, fewer than its batch of "
                      f"{batch_size}: lower the batch size")
   dataset = records.seed(seed).shuffle().repeat(num_epochs).random_map(transform)
   dataset = dataset.batch(batch_size, drop_remainder=True, batch_fn=_stack)

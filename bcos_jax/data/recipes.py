@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from bcos_jax.data import augment, decode, randaugment, randaugment_v1
+from bcos_jax.errors import UserError
 
 TrainTransform = Callable[[dict, np.random.Generator], dict]
 EvalTransform = Callable[[dict], dict]
@@ -111,7 +112,7 @@ RECIPES: dict[str, Recipe] = {
 
 def get_recipe(name: str) -> Recipe:
   if name not in RECIPES:
-    raise ValueError(f"unknown preprocessing recipe {name!r}; known: {', '.join(sorted(RECIPES))}")
+    raise UserError(f"unknown preprocessing recipe {name!r}; known: {', '.join(sorted(RECIPES))}")
   return RECIPES[name]
 
 

@@ -12,10 +12,12 @@ import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bcos_jax.errors import UserError
+
 DEFAULT_DATA_DIR = os.environ.get("TFDS_DATA_DIR", str(pathlib.Path.home() / "tensorflow_datasets"))
 
 
-class DatasetNotPreparedError(FileNotFoundError):
+class DatasetNotPreparedError(UserError, FileNotFoundError):
   """The dataset has not been prepared under the data directory."""
 
 
@@ -34,6 +36,7 @@ class Source:
   num_classes: int
   name: str
   split: str
+  class_names: Sequence[str] | None = None  # the dataset's names of the labels, if any
 
   def __len__(self) -> int:
     return len(self.records)
@@ -48,6 +51,11 @@ def _num_classes(info) -> int:
   return int(label.num_classes)
 
 
+def _class_names(info) -> tuple[str, ...] | None:
+  names = getattr(info.features["label"], "names", None)
+  return tuple(names) if names else None
+
+
 def jpeg_image_keys(features) -> list[str]:
   """Image features stored as JPEG: read as bytes, so the pipeline can decode
   them at reduced size (tfds decodes the others, with PIL, no TensorFlow)."""
@@ -55,6 +63,32 @@ def jpeg_image_keys(features) -> list[str]:
 
   return [key for key, feature in features.items()
           if isinstance(feature, tfds.features.Image) and feature.encoding_format == "jpeg"]
+
+
+def _registered(name: str) -> bool:
+  import tensorflow_datasets as tfds
+
+  try:
+    tfds.builder_cls(name.split(":")[0])
+  except tfds.core.registered.DatasetNotFoundError:
+    return False
+  return True
+
+
+def _not_prepared(name: str, split: str, data_dir: str) -> DatasetNotPreparedError:
+  return DatasetNotPreparedError(
+      f"dataset {name!r} (split {split!r}) is not prepared under data_dir={data_dir!r}. "
+      f"Prepare it with:\n  {prepare_command(name, data_dir)}\n"
+      "or point --config.data_dir (or $TFDS_DATA_DIR) at the folder that holds it.")
+
+
+def _unknown(name: str, split: str, data_dir: str) -> DatasetNotPreparedError:
+  del split
+  return DatasetNotPreparedError(
+      f"no dataset {name!r}: it is neither a tfds dataset nor prepared under "
+      f"data_dir={data_dir!r}. Check the name, point --config.data_dir (or $TFDS_DATA_DIR) "
+      "at the folder that holds it, or prepare your own images with:\n  "
+      f"python launch/prepare_data.py --image_folder=ROOT --name={name} --data_dir={data_dir}")
 
 
 def tfds_source(name: str, split: str, data_dir: str | None = None,
@@ -74,8 +108,16 @@ def tfds_source(name: str, split: str, data_dir: str | None = None,
   import tensorflow_datasets as tfds  # Slow import: only where a dataset is opened.
 
   data_dir = data_dir or DEFAULT_DATA_DIR
+  if not (pathlib.Path(data_dir) / name).is_dir():
+    # Absent: say so without asking tfds, which would look for it and log about it.
+    raise (_not_prepared if _registered(name) else _unknown)(name, split, data_dir)
   try:
     builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError as error:
+    raise _unknown(name, split, data_dir) from error
+  if not builder.is_prepared():
+    raise _not_prepared(name, split, data_dir)
+  try:
     decoders = {} if decode_jpeg else {
         key: tfds.decode.SkipDecoding() for key in jpeg_image_keys(builder.info.features)}
     records = tfds.data_source(name, split=split, data_dir=data_dir, download=False,
@@ -85,12 +127,9 @@ def tfds_source(name: str, split: str, data_dir: str | None = None,
         f"dataset {name!r} under data_dir={data_dir!r} is not in ArrayRecord format, which "
         f"random access (and bcos_jax) needs. Prepare it again with:\n  "
         f"{prepare_command(name, data_dir)}") from error
-  except (FileNotFoundError, AssertionError, tfds.core.registered.DatasetNotFoundError) as error:
-    raise DatasetNotPreparedError(
-        f"dataset {name!r} (split {split!r}) is not prepared under data_dir={data_dir!r}. "
-        f"Prepare it with:\n  {prepare_command(name, data_dir)}\n"
-        "or point --config.data_dir (or $TFDS_DATA_DIR) at the folder that holds it.") from error
-  return Source(records, _num_classes(builder.info), name, split)
+  except (FileNotFoundError, AssertionError) as error:
+    raise _not_prepared(name, split, data_dir) from error
+  return Source(records, _num_classes(builder.info), name, split, _class_names(builder.info))
 
 
 def open_source(name: str, split: str, data_dir: str | None = None) -> Source:

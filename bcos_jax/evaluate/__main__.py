@@ -16,6 +16,8 @@ import pathlib
 import numpy as np
 from absl import app, flags
 
+from bcos_jax import cli
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir (newest checkpoint).")
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "A saved or imported model directory.")
 _DATASET = flags.DEFINE_string("dataset", None, "tfds name (default: the run's config).")
@@ -80,4 +82,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -30,6 +30,7 @@ import numpy as np
 from flax import nnx
 
 from bcos_jax import models
+from bcos_jax.errors import UserError
 from bcos_jax.explain import probe
 from bcos_jax.explain.explanation import check_targets, explain
 
@@ -125,7 +126,7 @@ def grad_cam_layer(model: nnx.Module) -> tuple[str, str]:
   (submodule path, side)."""
   found = models.info(model)
   if found.family.grad_cam_layer is None:
-    raise ValueError(f"{found.name} has no default Grad-CAM layer (a model without a final "
+    raise UserError(f"{found.name} has no default Grad-CAM layer (a model without a final "
                      f"feature map, e.g. a ViT); pass layer='path' (one of "
                      f"{', '.join(probe.module_paths(model))}) and side='input' or 'output'")
   return found.family.grad_cam_layer(model)
@@ -160,7 +161,7 @@ def _token_grid(tokens: jax.Array) -> jax.Array:
   n, count, dim = tokens.shape
   side = int(round(count**0.5))
   if side * side != count:
-    raise ValueError(f"Grad-CAM on tokens needs a square patch grid, got {count} tokens")
+    raise UserError(f"Grad-CAM on tokens needs a square patch grid, got {count} tokens")
   return tokens.reshape(n, side, side, dim)
 
 
@@ -240,7 +241,7 @@ def occlusion(model: nnx.Module, x6: jax.Array, targets, window: int | None = No
   window = window or max(4, min(x6.shape[1:3]) // 8)
   stride = stride or max(1, window // 2)
   if window < 1 or stride < 1:
-    raise ValueError(f"window and stride must be >= 1, got {window} and {stride}")
+    raise UserError(f"window and stride must be >= 1, got {window} and {stride}")
   masks = jnp.asarray(occlusion_masks(x6.shape[1], x6.shape[2], window, stride))
   return _finish(_occlusion(*_split(model), x6, targets, masks, batch_size), squeeze)
 
@@ -338,7 +339,7 @@ def lime(model: nnx.Module, x6: jax.Array, targets, samples: int = 500, features
   """
   targets, squeeze = _prepare(model, x6, targets)
   if samples % batch_size:
-    raise ValueError(f"samples ({samples}) must be a multiple of batch_size ({batch_size})")
+    raise UserError(f"samples ({samples}) must be a multiple of batch_size ({batch_size})")
   graphdef, state = _split(model)
   encoding = models.info(model).encoding  # superpixels are found on the RGB image
   rng = np.random.RandomState(seed)
@@ -379,7 +380,7 @@ METHODS: dict[str, Method] = {
 
 def get_method(name: str) -> Method:
   if name not in METHODS:
-    raise ValueError(f"unknown attribution method {name!r}; known: {', '.join(METHODS)}")
+    raise UserError(f"unknown attribution method {name!r}; known: {', '.join(METHODS)}")
   return METHODS[name]
 
 
@@ -390,7 +391,7 @@ def methods_by_name(names: Sequence[str], options: dict[str, dict] | None = None
   options = options or {}
   unknown = sorted(set(options) - set(METHODS))
   if unknown:
-    raise ValueError(f"options for unknown method(s) {unknown}; known: {', '.join(METHODS)}")
+    raise UserError(f"options for unknown method(s) {unknown}; known: {', '.join(METHODS)}")
   if "all" in names:
     names = list(METHODS)
   return {name: functools.partial(get_method(name), **options.get(name, {})) for name in names}

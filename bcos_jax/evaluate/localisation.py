@@ -32,6 +32,7 @@ from absl import logging
 from flax import nnx
 
 from bcos_jax import models
+from bcos_jax.errors import UserError
 from bcos_jax.evaluate import accuracy
 from bcos_jax.nn.pooling import box_smooth
 
@@ -39,7 +40,7 @@ from bcos_jax.nn.pooling import box_smooth
 def grid_side(n_imgs: int) -> int:
   side = int(round(n_imgs**0.5))
   if side * side != n_imgs or side < 2:
-    raise ValueError(f"n_imgs must be a square number >= 4 (4 for 2×2, 9 for 3×3), got {n_imgs}")
+    raise UserError(f"n_imgs must be a square number >= 4 (4 for 2×2, 9 for 3×3), got {n_imgs}")
   return side
 
 
@@ -123,7 +124,7 @@ def make_grid(images: Sequence, labels: Sequence[int], indices: np.ndarray, n_im
   chosen, targets, i = [], [], 0
   while len(chosen) < n_imgs:
     if offset + i >= len(indices):
-      raise ValueError(f"the grid order has only {len(indices)} images, too few for another "
+      raise UserError(f"the grid order has only {len(indices)} images, too few for another "
                        f"grid of {n_imgs}; ask for fewer grids (a smaller model test set gives "
                        "fewer confident images per class)")
     index = int(indices[offset + i])
@@ -174,7 +175,7 @@ def score(attributions: jax.Array, n_imgs: int, smooth: int = 0) -> jax.Array:
   if maps.ndim == 4:
     maps = maps.sum(axis=-1)
   if maps.ndim != 3 or maps.shape[0] != n_imgs:
-    raise ValueError(f"attributions must be (n_imgs={n_imgs}, sH, sW[, C]), got "
+    raise UserError(f"attributions must be (n_imgs={n_imgs}, sH, sW[, C]), got "
                      f"{attributions.shape}")
   tile_h, tile_w = maps.shape[1] // side, maps.shape[2] // side
   if smooth > 1:

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from flax import nnx, struct
 
 from bcos_jax import models
+from bcos_jax.errors import UserError
 from bcos_jax.explain import probe
 
 
@@ -68,10 +69,10 @@ def check_targets(targets, num_images: int) -> jax.Array:
   """Targets as an integer array of shape (N,) or (N, T); ValueError otherwise."""
   targets = jnp.asarray(targets)
   if targets.ndim not in (1, 2) or targets.shape[0] != num_images:
-    raise ValueError(f"targets must have shape (N,) or (N, T) with N = {num_images} "
+    raise UserError(f"targets must have shape (N,) or (N, T) with N = {num_images} "
                      f"images, got {targets.shape}")
   if not jnp.issubdtype(targets.dtype, jnp.integer):
-    raise ValueError(f"targets must be integer class indices, got dtype {targets.dtype}")
+    raise UserError(f"targets must be integer class indices, got dtype {targets.dtype}")
   return targets
 
 
@@ -79,7 +80,7 @@ def check_explainable(model: nnx.Module, x6: jax.Array) -> None:
   """Raises a clear error unless `model` is a B-cos network and `x6` its input."""
   found = models.info(model)
   if not found.bcos:
-    raise ValueError(f"{found.name} is not a B-cos network: its gradient is no exact "
+    raise UserError(f"{found.name} is not a B-cos network: its gradient is no exact "
                      "explanation (y != W(x)·x). Use a post-hoc method of "
                      "bcos_jax.evaluate.attribution instead, e.g. input_x_gradient or grad_cam")
   found.encoding.check(x6, found.name)

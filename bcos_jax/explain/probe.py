@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import jax
 from flax import nnx
 
+from bcos_jax.errors import UserError
+
 
 def module_paths(model: nnx.Module) -> list[str]:
   """The dotted paths of a model's submodules, e.g. 'layers.3'."""
@@ -25,7 +27,7 @@ def parse_path(path: str | Sequence[str | int]) -> tuple[str | int, ...]:
 def check_path(model: nnx.Module, path: tuple[str | int, ...]) -> None:
   """Raises ValueError naming the valid paths when `path` is not a submodule."""
   if ".".join(map(str, path)) not in module_paths(model):
-    raise ValueError(f"no submodule {'.'.join(map(str, path))!r}; valid layers: "
+    raise UserError(f"no submodule {'.'.join(map(str, path))!r}; valid layers: "
                      f"{', '.join(module_paths(model))}")
 
 
@@ -37,7 +39,7 @@ class Probe(nnx.Module):
 
   def __init__(self, inner: nnx.Module, side: str):
     if side not in ("input", "output"):
-      raise ValueError(f"side must be 'input' or 'output', got {side!r}")
+      raise UserError(f"side must be 'input' or 'output', got {side!r}")
     self.inner = inner
     self.side = side
     self.seen: list[jax.Array] = []

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bcos_jax.errors import UserError
 from bcos_jax.nn.pooling import box_smooth
 
 _TINY = 1e-12  # the official guard against division by zero
@@ -47,13 +48,13 @@ def to_rgba(x6: jax.Array, weights: jax.Array, smooth: int = 15,
   """
   x6, weights = jnp.asarray(x6), jnp.asarray(weights)
   if x6.shape != weights.shape or x6.shape[-1] != 6 or x6.ndim not in (3, 4):
-    raise ValueError(f"to_rgba expects x6 and weights of equal shape (H, W, 6) or "
+    raise UserError(f"to_rgba expects x6 and weights of equal shape (H, W, 6) or "
                      f"(N, H, W, 6), got {x6.shape} and {weights.shape}")
   if smooth and smooth % 2 == 0:
-    raise ValueError(f"smooth must be odd (or 0 for none), got {smooth}: an even window "
+    raise UserError(f"smooth must be odd (or 0 for none), got {smooth}: an even window "
                      "would shift the opacity by half a pixel")
   if not 0 < alpha_percentile <= 100:
-    raise ValueError(f"alpha_percentile must be in (0, 100], got {alpha_percentile}")
+    raise UserError(f"alpha_percentile must be in (0, 100], got {alpha_percentile}")
   fn = lambda x, w: _to_rgba_single(x, w, smooth, alpha_percentile)  # noqa: E731
   return jax.vmap(fn)(x6, weights) if x6.ndim == 4 else fn(x6, weights)
 
@@ -78,7 +79,7 @@ def plot_contribution_map(contributions, ax=None, percentile: float = 99.5,
 
   contributions = np.asarray(contributions)
   if contributions.ndim != 2:
-    raise ValueError(f"expects one (H, W) contribution map, got shape {contributions.shape}")
+    raise UserError(f"expects one (H, W) contribution map, got shape {contributions.shape}")
   if ax is None:
     _, ax = plt.subplots()
   limit = float(np.percentile(np.abs(contributions), percentile)) or 1e-12
@@ -89,21 +90,23 @@ def plot_contribution_map(contributions, ax=None, percentile: float = 99.5,
   return ax
 
 
-def save_explanation_grid(path, images_uint8, rgba, titles=None) -> None:
+def save_explanation_grid(path, images_uint8, rgba, titles=None,
+                          row_labels=("input", "explanation")) -> None:
   """Saves a PNG: each image above its colour explanation.
 
   Args:
     path: the PNG to write.
     images_uint8: (N, H, W, 3) the images.
     rgba: (N, H, W, 4) from `to_rgba`.
-    titles: N strings (e.g. "label 3 / predicted 3").
+    titles: N strings over the columns (e.g. "true 3\npredicted 3").
+    row_labels: what the two rows show, written at their left.
   """
   # A Figure of its own, not pyplot's: no global backend or state is touched.
   from matplotlib.figure import Figure  # noqa: PLC0415  (plotting is optional at run time)
 
   images_uint8, rgba = np.asarray(images_uint8), np.asarray(rgba)
   count = len(images_uint8)
-  figure = Figure(figsize=(1.6 * count, 3.4))
+  figure = Figure(figsize=(1.6 * count + 0.9, 3.8))
   axes = figure.subplots(2, count, squeeze=False)
   for i in range(count):
     axes[0, i].imshow(images_uint8[i])
@@ -111,6 +114,11 @@ def save_explanation_grid(path, images_uint8, rgba, titles=None) -> None:
     if titles is not None:
       axes[0, i].set_title(titles[i], fontsize=7)
     for ax in axes[:, i]:
-      ax.set_axis_off()
+      ax.set_xticks([])
+      ax.set_yticks([])
+      for spine in ax.spines.values():
+        spine.set_visible(False)
+  for row, label in zip(axes[:, 0], row_labels, strict=True):
+    row.set_ylabel(label, fontsize=7)  # kept visible: the ticks, not the axis, are hidden
   figure.tight_layout()
   figure.savefig(path, dpi=100)

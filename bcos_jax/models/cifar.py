@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import jax
 from flax import nnx
 
+from bcos_jax.errors import UserError
 from bcos_jax.models import registry
 from bcos_jax.models.torch_keys import KeyMap, conv_keys
 from bcos_jax.nn import ConvOptions, LogitLayer, check_encoded
@@ -44,7 +45,7 @@ class CifarNet9L(nnx.Module):
                logit_bias: float = math.log(0.1 / 0.9), widths: Sequence[int] = WIDTHS,
                strides: Sequence[int] = STRIDES, rngs: nnx.Rngs):
     if len(strides) != len(widths) + 1:
-      raise ValueError(f"need one stride per layer ({len(widths) + 1}), got {len(strides)}")
+      raise UserError(f"need one stride per layer ({len(widths) + 1}), got {len(strides)}")
     conv = ConvOptions(b=b, max_out=max_out, scale=scale)
     c_in = (6, *widths)
     self.layers = nnx.List([

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import jax
 from flax import nnx
 
+from bcos_jax.errors import UserError
 from bcos_jax.models import registry
 from bcos_jax.nn.encoding import InputEncoding, get_encoding
 
@@ -47,7 +48,7 @@ def info(model_or_name: nnx.Module | str) -> ModelInfo:
   else:
     config = getattr(model_or_name, "config", None)
     if not isinstance(config, registry.ModelConfig):
-      raise ValueError(f"{type(model_or_name).__name__} was not built by "
+      raise UserError(f"{type(model_or_name).__name__} was not built by "
                        "bcos_jax.models.create, so it declares no input encoding or "
                        "metadata; build it with models.create(name, ...)")
     name = config.name

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from bcos_jax.errors import UserError
 from bcos_jax.models import registry
 from bcos_jax.models.torch_keys import KeyMap, Target, conv_keys, norm_keys
 from bcos_jax.nn import ConvOptions, LogitLayer, StochasticDepth, check_encoded, make_norm
@@ -74,7 +75,7 @@ class BcosConvNeXt(nnx.Module):
                logit_temperature: float = 1.0, logit_bias: float | None = None,
                rngs: nnx.Rngs):
     if len(widths) != len(depths):
-      raise ValueError(f"need one width per stage: widths={widths}, depths={depths}")
+      raise UserError(f"need one width per stage: widths={widths}, depths={depths}")
     conv = ConvOptions(b=b)
     self.stem = conv.conv(6, widths[0], 4, strides=4, rngs=rngs)
     self.stem_norm = _norm(norm, widths[0])

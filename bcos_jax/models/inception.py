@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from bcos_jax.errors import UserError
 from bcos_jax.models import registry
 from bcos_jax.models.torch_keys import KeyMap, conv_keys
 from bcos_jax.nn import BcosConv, ConvOptions, LogitLayer, avg_pool, check_encoded
@@ -197,7 +198,7 @@ class BcosInceptionV3(nnx.Module):
     the shared trunk computed once: the training loss uses both."""
     check_encoded(x, "BcosInceptionV3")
     if self.AuxLogits is None:
-      raise ValueError("this model was built with aux_logits=False; build it with "
+      raise UserError("this model was built with aux_logits=False; build it with "
                        "aux_logits=True to train with the auxiliary loss")
     trunk = self._to_mixed_6(x, explain)
     return self._head(trunk, explain), self.AuxLogits(trunk, explain=explain)

@@ -20,6 +20,7 @@ from typing import Any
 
 from flax import nnx
 
+from bcos_jax.errors import UserError
 from bcos_jax.models.torch_keys import KeyMapFn
 from bcos_jax.nn.encoding import INPUT_ENCODINGS
 
@@ -105,7 +106,7 @@ def entry(name: str) -> Entry:
     ValueError: for an unknown name; the message lists the valid ones.
   """
   if name not in _REGISTRY:
-    raise ValueError(f"unknown model {name!r}; valid names: {', '.join(names())}")
+    raise UserError(f"unknown model {name!r}; valid names: {', '.join(names())}")
   return _REGISTRY[name]
 
 
@@ -119,7 +120,7 @@ def _check_overrides(found: Entry, overrides: Mapping[str, Any]) -> None:
   valid = sorted(_options(found))
   unknown = sorted(set(overrides) - set(valid))
   if unknown:
-    raise ValueError(f"unknown option(s) {unknown} for model {found.name!r}; "
+    raise UserError(f"unknown option(s) {unknown} for model {found.name!r}; "
                      f"valid options: {valid}")
 
 

@@ -16,18 +16,19 @@ from collections.abc import Sequence
 import jax
 from flax import nnx
 
+from bcos_jax.errors import UserError
 from bcos_jax.models import registry
 from bcos_jax.models.torch_keys import KeyMap, conv_keys, conv_norm_keys, norm_keys
 from bcos_jax.nn import (
-    ConvNorm,
-    ConvOptions,
-    LogitLayer,
-    StochasticDepth,
-    apply_norm,
-    avg_pool,
-    check_encoded,
-    max_pool,
-    optional_norm,
+  ConvNorm,
+  ConvOptions,
+  LogitLayer,
+  StochasticDepth,
+  apply_norm,
+  avg_pool,
+  check_encoded,
+  max_pool,
+  optional_norm,
 )
 
 
@@ -39,7 +40,7 @@ def _stem_pool(x: jax.Array, kind: str) -> jax.Array:
     return avg_pool(x, 3, 2, 1)
   if kind == "none":
     return x
-  raise ValueError(f"unknown stem pooling {kind!r}; known: max, avg, none")
+  raise UserError(f"unknown stem pooling {kind!r}; known: max, avg, none")
 
 
 class BasicBlock(nnx.Module):

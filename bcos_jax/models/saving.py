@@ -15,10 +15,17 @@ import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from bcos_jax.errors import UserError
 from bcos_jax.models import registry
 from bcos_jax.models.contract import eval_mode
 
 MODEL_CONFIG_FILE = "model_config.json"
+
+
+class ModelNotFoundError(UserError, FileNotFoundError):
+  """A path that holds neither a saved model nor a training run's checkpoints."""
+
+
 # The layout of a training workdir's checkpoints (written by bcos_jax.train.checkpointing).
 CHECKPOINTS_DIR = "checkpoints"
 STATE_ITEM, CONFIG_ITEM, DATA_ITEM = "state", "config", "data"
@@ -37,7 +44,7 @@ def config_as_json(model: nnx.Module) -> dict:
   """The model's registry name and builder arguments as plain JSON values."""
   config = getattr(model, "config", None)
   if not isinstance(config, registry.ModelConfig):
-    raise ValueError("only models built by bcos_jax.models.create carry the config to save")
+    raise UserError("only models built by bcos_jax.models.create carry the config to save")
   return json.loads(json.dumps(config.as_dict(), default=list))
 
 
@@ -85,7 +92,7 @@ def _load_checkpoint(workdir: pathlib.Path, step: int | None, ema: bool | None) 
   with manager:
     step = manager.latest_step() if step is None else step
     if step is None:
-      raise FileNotFoundError(f"{workdir / CHECKPOINTS_DIR} holds no checkpoint; train with "
+      raise ModelNotFoundError(f"{workdir / CHECKPOINTS_DIR} holds no checkpoint; train with "
                               "python -m bcos_jax.main first")
     config = manager.restore(step, args=ocp.args.Composite(
         **{CONFIG_ITEM: ocp.args.JsonRestore()}))[CONFIG_ITEM]
@@ -97,7 +104,7 @@ def _load_checkpoint(workdir: pathlib.Path, step: int | None, ema: bool | None) 
   graphdef, params, rest = nnx.split(_abstract_model(config), nnx.Param, ...)
   has_ema = bool(stored.get("ema_params"))
   if ema and not has_ema:
-    raise ValueError(f"the checkpoint of step {step} in {workdir} keeps no parameter average "
+    raise UserError(f"the checkpoint of step {step} in {workdir} keeps no parameter average "
                      "(the run had no ema_decay): load it with ema=False")
   use_ema = has_ema if ema is None else ema
   nnx.replace_by_pure_dict(params, _pure(stored["ema_params" if use_ema else "params"]))
@@ -122,13 +129,13 @@ def load(directory: str | pathlib.Path, *, step: int | None = None,
   directory = pathlib.Path(directory).absolute()
   if (directory / MODEL_CONFIG_FILE).is_file():
     if step is not None or ema:
-      raise ValueError(f"{directory} is a saved model, not a training workdir: it has one "
+      raise UserError(f"{directory} is a saved model, not a training workdir: it has one "
                        "set of weights (no step or EMA to choose)")
     model = _load_saved(directory)
   elif (directory / CHECKPOINTS_DIR).is_dir():
     model = _load_checkpoint(directory, step, ema)
   else:
-    raise FileNotFoundError(
+    raise ModelNotFoundError(
         f"{directory} holds no bcos_jax model: neither {MODEL_CONFIG_FILE} (write one with "
         "bcos_jax.models.save or python -m bcos_jax.convert) nor a training run's "
         f"{CHECKPOINTS_DIR}/ (python -m bcos_jax.main)")

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from bcos_jax.errors import UserError
 from bcos_jax.models import registry
 from bcos_jax.models.torch_keys import KeyMap, Target, conv_keys, linear_keys, norm_keys
 from bcos_jax.nn import BcosConv, BcosDense, LogitLayer, check_encoded, check_rgb, make_norm
@@ -25,7 +26,7 @@ def sincos_position_embedding(height: int, width: int, dim: int,
                               temperature: float = 10_000.0) -> jax.Array:
   """(height·width, dim): [sin(x·ω), cos(x·ω), sin(y·ω), cos(y·ω)], rows first."""
   if dim % 4:
-    raise ValueError(f"the embedding dimension must be a multiple of 4, got {dim}")
+    raise UserError(f"the embedding dimension must be a multiple of 4, got {dim}")
   y, x = jnp.meshgrid(jnp.arange(height), jnp.arange(width), indexing="ij")
   omega = 1.0 / temperature ** (jnp.arange(dim // 4) / (dim // 4 - 1))
   y = y.reshape(-1)[:, None] * omega[None]
@@ -169,7 +170,7 @@ class BcosSimpleViT(nnx.Module):
     n, h, w, c = x.shape
     p = self.patch_size
     if h % p or w % p:
-      raise ValueError(f"image size {h}×{w} (after the stem) is not a multiple of the patch "
+      raise UserError(f"image size {h}×{w} (after the stem) is not a multiple of the patch "
                        f"size {p}")
     # (N, H, W, C) -> (N, H/p, W/p, p·p·C), the official (p1 p2 c) order.
     patches = x.reshape(n, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)

@@ -18,6 +18,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from bcos_jax.errors import UserError
+
 ENCODED_CHANNELS = 6
 # torchvision's ImageNet statistics, which the official baselines normalise with.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -39,7 +41,7 @@ def add_inverse(images: jax.Array, axis: int = -1) -> jax.Array:
   """
   images = jnp.asarray(images)
   if images.ndim == 0 or images.shape[axis] != 3:
-    raise ValueError(
+    raise UserError(
         f"add_inverse expects RGB images with 3 channels on axis {axis}, got shape "
         f"{images.shape}. Convert grayscale images to RGB first (repeat the channel).")
   return jnp.concatenate([images, 1.0 - images], axis=axis)
@@ -49,7 +51,7 @@ def normalize_rgb(images: jax.Array, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> ja
   """(images - mean) / std per channel, for NHWC RGB images in [0, 1]."""
   images = jnp.asarray(images)
   if images.ndim == 0 or images.shape[-1] != 3:
-    raise ValueError(f"normalize_rgb expects RGB images with 3 channels last, got shape "
+    raise UserError(f"normalize_rgb expects RGB images with 3 channels last, got shape "
                      f"{images.shape}. Convert grayscale images to RGB first.")
   return (images - jnp.asarray(mean, images.dtype)) / jnp.asarray(std, images.dtype)
 
@@ -68,7 +70,7 @@ def check_encoded(x: jax.Array, model_name: str = "this model") -> None:
       hint = " The channels look like they are on axis 1 (NCHW): bcos_jax is NHWC, transpose first."
     elif x.ndim == 3:
       hint = " Add a batch axis (x[None]) for a single image."
-    raise ValueError(
+    raise UserError(
         f"{model_name} expects NHWC images with {ENCODED_CHANNELS} channels "
         f"[r, g, b, 1-r, 1-g, 1-b], as bcos_jax.nn.add_inverse makes them; got shape "
         f"{tuple(x.shape)}.{hint}")
@@ -85,7 +87,7 @@ def check_rgb(x: jax.Array, model_name: str = "this model") -> None:
       hint = " The channels look like they are on axis 1 (NCHW): bcos_jax is NHWC, transpose first."
     elif x.ndim == 3:
       hint = " Add a batch axis (x[None]) for a single image."
-    raise ValueError(f"{model_name} expects NHWC RGB images (N, H, W, 3) normalised with the "
+    raise UserError(f"{model_name} expects NHWC RGB images (N, H, W, 3) normalised with the "
                      f"ImageNet mean and std; got shape {tuple(x.shape)}.{hint}")
 
 
@@ -127,5 +129,5 @@ INPUT_ENCODINGS: dict[str, InputEncoding] = {
 
 def get_encoding(name: str) -> InputEncoding:
   if name not in INPUT_ENCODINGS:
-    raise ValueError(f"unknown input encoding {name!r}; known: {', '.join(INPUT_ENCODINGS)}")
+    raise UserError(f"unknown input encoding {name!r}; known: {', '.join(INPUT_ENCODINGS)}")
   return INPUT_ENCODINGS[name]

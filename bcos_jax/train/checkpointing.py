@@ -11,11 +11,13 @@ import pathlib
 import grain
 import orbax.checkpoint as ocp
 
+from bcos_jax import console
+from bcos_jax.errors import UserError
 from bcos_jax.models.saving import CHECKPOINTS_DIR, CONFIG_ITEM, DATA_ITEM, STATE_ITEM
 from bcos_jax.train.state import TrainState
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(UserError):
   """A workdir's checkpoint does not fit the train state of the config given."""
 
 
@@ -39,12 +41,15 @@ def save(mgr: ocp.CheckpointManager, step: int, state: TrainState, data_iterator
       CONFIG_ITEM: ocp.args.JsonSave(config)}), force=True)
 
 
-def restore_latest(mgr: ocp.CheckpointManager, abstract_state: TrainState,
-                   data_iterator) -> TrainState | None:
-  """Restores the newest checkpoint into `data_iterator`; None when there is none."""
-  step = mgr.latest_step()
-  if step is None:
-    return None
+class DamagedCheckpointError(UserError):
+  """The only checkpoint there is cannot be read (truncated, half-copied, a full disk)."""
+
+
+DAMAGED_DIR = "checkpoints_damaged"
+
+
+def _restore(mgr: ocp.CheckpointManager, step: int, abstract_state: TrainState,
+             data_iterator) -> TrainState:
   try:
     restored = mgr.restore(step, args=ocp.args.Composite(**{
         STATE_ITEM: ocp.args.StandardRestore(abstract_state),
@@ -58,3 +63,53 @@ def restore_latest(mgr: ocp.CheckpointManager, abstract_state: TrainState,
         "bcos_jax): resume with the config it was written with, or use a new workdir"
     ) from error
   return restored[STATE_ITEM]
+
+
+def _move_aside(mgr: ocp.CheckpointManager, step: int) -> pathlib.Path:
+  """Moves a damaged step out of the manager's folder (never deletes it)."""
+  source = pathlib.Path(mgr.directory) / str(step)
+  target = pathlib.Path(mgr.directory).parent / DAMAGED_DIR / str(step)
+  suffix = 0
+  while target.exists():  # damaged twice at the same step: keep both
+    suffix += 1
+    target = target.with_name(f"{step}.{suffix}")
+  target.parent.mkdir(parents=True, exist_ok=True)
+  source.rename(target)
+  mgr.reload()
+  return target
+
+
+def restore_latest(mgr: ocp.CheckpointManager, abstract_state: TrainState,
+                   data_iterator) -> TrainState | None:
+  """Restores the newest readable checkpoint into `data_iterator`; None when there is none.
+
+  A newest checkpoint that cannot be read (truncated or half-written files) while
+  the one before it can is moved to WORKDIR/checkpoints_damaged/<step>, with a
+  warning naming the step, and the run resumes from the older one. When the
+  older one fails too, the problem is not damage to one checkpoint: the error
+  is raised and nothing is moved.
+
+  Raises:
+    CheckpointMismatchError: the checkpoint belongs to another train state.
+    DamagedCheckpointError: the only checkpoint cannot be read.
+  """
+  steps = sorted(mgr.all_steps(), reverse=True)
+  if not steps:
+    return None
+  try:
+    return _restore(mgr, steps[0], abstract_state, data_iterator)
+  except CheckpointMismatchError:
+    raise
+  except Exception as error:  # noqa: BLE001  (what a damaged file raises varies by handler)
+    detail = str(error).splitlines()[0][:120] if str(error) else ""
+    damage = f"{type(error).__name__}: {detail}"
+    if len(steps) == 1:
+      raise DamagedCheckpointError(
+          f"the only checkpoint, step {steps[0]} in {mgr.directory}, cannot be read ({damage}). "
+          f"Move it away (e.g. to {pathlib.Path(mgr.directory).parent / DAMAGED_DIR}) to start "
+          "the run again, or use a new workdir") from error
+    older = _restore(mgr, steps[1], abstract_state, data_iterator)  # raises if it fails too
+    aside = _move_aside(mgr, steps[0])
+    console.say(f"warning: the checkpoint of step {steps[0]} is damaged ({damage}); it was "
+                f"moved to {aside} and the run resumes from step {steps[1]}")
+    return older

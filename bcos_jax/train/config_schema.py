@@ -11,6 +11,8 @@ live here only.
 
 from ml_collections import ConfigDict, config_dict
 
+from bcos_jax.errors import UserError
+
 
 def defaults() -> ConfigDict:
   """A config with every field the trainer reads, at its default."""
@@ -69,7 +71,7 @@ def parse_variant(arg: str | None, options: dict[str, str]) -> dict[str, str]:
   for item in filter(None, (arg or "").split(",")):
     key, _, value = item.partition("=")
     if key not in options:
-      raise ValueError(f"unknown variant option {key!r}; known: {sorted(options)}")
+      raise UserError(f"unknown variant option {key!r}; known: {sorted(options)}")
     options[key] = value
   return options
 
@@ -78,14 +80,14 @@ def _check(config: ConfigDict, reference: ConfigDict, prefix: str) -> None:
   for key in config.keys():
     name = f"{prefix}{key}"
     if key not in reference:
-      raise ValueError(f"unknown config field {name!r}; the fields of "
+      raise UserError(f"unknown config field {name!r}; the fields of "
                        f"{prefix.rstrip('.') or 'the config'} are: "
                        f"{', '.join(sorted(reference.keys()))}")
     expected = reference[key]
     if isinstance(expected, ConfigDict) and name != "model.overrides":
       value = config[key]
       if not isinstance(value, ConfigDict):
-        raise ValueError(f"config field {name!r} must be a ConfigDict with fields "
+        raise UserError(f"config field {name!r} must be a ConfigDict with fields "
                          f"{', '.join(sorted(expected.keys()))}")
       _check(value, expected, f"{name}.")
 
@@ -105,7 +107,7 @@ def _merge(into: ConfigDict, changes: ConfigDict, prefix: str) -> None:
     try:
       into[key] = value
     except TypeError as error:
-      raise ValueError(f"config field {name!r}: {error}") from error
+      raise UserError(f"config field {name!r}: {error}") from error
 
 
 def complete(config: ConfigDict) -> ConfigDict:

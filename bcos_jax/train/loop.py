@@ -2,6 +2,7 @@
 
 import contextlib
 import functools
+import json
 import math
 import pathlib
 import signal
@@ -16,8 +17,9 @@ from absl import logging
 from flax import nnx
 from ml_collections import ConfigDict
 
-from bcos_jax import data, explain, models, sharding
+from bcos_jax import console, data, explain, models, sharding
 from bcos_jax.data import mixing
+from bcos_jax.errors import UserError
 from bcos_jax.evaluate import accuracy
 from bcos_jax.models.saving import config_as_json
 from bcos_jax.train import checkpointing, config_schema, losses, steps
@@ -80,20 +82,50 @@ def _evaluated_variables(state: train_state.TrainState, ema: bool) -> tuple:
   return (state.ema_params if ema else state.params, state.model_state)
 
 
+def _class_name(label: int, class_names) -> str:
+  return class_names[label] if class_names else str(label)
+
+
 def write_explanations(path: pathlib.Path, graphdef, variables: tuple, images_uint8,
-                       labels) -> None:
+                       labels, class_names=None) -> None:
   """Colour explanations of fixed test images, as the official code logs them.
+
+  Each column is one test image, titled "true <class> / predicted <class>"
+  (names when the dataset has them); the rows are the input and the colour
+  explanation of the predicted class.
 
   Args:
     variables: the model's (params, other variables); only these are fetched
       from the devices, never the optimiser state.
+    class_names: the dataset's label names, or None for the label numbers.
   """
   model = nnx.merge(graphdef, *jax.device_get(variables))
   x6 = models.input_transform(model)(jnp.asarray(images_uint8))
   result = explain.explain(model, x6)
   rgba = explain.to_rgba(x6, result.weights, smooth=3 if x6.shape[1] <= 64 else 15)
-  titles = [f"{int(y)} / {int(p)}" for y, p in zip(labels, result.targets, strict=True)]
-  explain.save_explanation_grid(path, images_uint8, rgba, titles)
+  titles = [f"true {_class_name(int(y), class_names)}\npredicted "
+            f"{_class_name(int(p), class_names)}"
+            for y, p in zip(labels, result.targets, strict=True)]
+  explain.save_explanation_grid(path, images_uint8, rgba, titles,
+                                row_labels=("input", "explanation\n(predicted class)"))
+
+
+def _check_workdir_model(workdir: pathlib.Path, config: ConfigDict) -> None:
+  """A workdir that holds another model's run is not trained over."""
+  path = workdir / "config.json"
+  if not path.is_file():
+    return
+  try:
+    previous = json.loads(path.read_text()).get("model")
+  except (json.JSONDecodeError, AttributeError):
+    return  # not ours to judge; the checkpoint check still applies
+  current = json.loads(config.model.to_json_best_effort())
+  if previous is not None and previous != current:
+    raise UserError(
+        f"{workdir} holds a run of model {previous.get('name')!r} with options "
+        f"{previous.get('overrides')} (its config.json), and this config trains "
+        f"{current.get('name')!r} with {current.get('overrides')}: use a new --workdir, or "
+        "resume that run with the config it was started with")
 
 
 def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[str, float]:
@@ -108,26 +140,35 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
   """
   config = config_schema.complete(config)
   workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  is_main = jax.process_index() == 0
-  if is_main:
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
-  shard = data.ProcessShard.from_jax()
+  # Everything the user may have mistyped is checked before anything is written.
+  _check_workdir_model(workdir, config)
+  models.config_for(config.model.name, **config.model.overrides)
   mesh = sharding.make_mesh(config.num_devices, config.fsdp)
   sharding.check_batch_divides(config.batch_size, mesh)
-  logging.info("devices: %s; mesh %s", jax.devices(), dict(mesh.shape))
-
   train_source = data.open_source(config.dataset, config.train_split, config.data_dir)
   eval_source = data.open_source(config.dataset, config.eval_split, config.data_dir)
   recipe = data.get_recipe(config.recipe)
+  workdir.mkdir(parents=True, exist_ok=True)
+  is_main = jax.process_index() == 0
+  say = console.say if is_main else (lambda message: None)
+  if is_main:
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+  shard = data.ProcessShard.from_jax()
+  logging.info("devices: %s; mesh %s", jax.devices(), dict(mesh.shape))
   steps_per_epoch = max(len(train_source) // config.batch_size, 1)
   total_steps = config.num_steps or int(config.num_epochs * steps_per_epoch)
 
+  devices = jax.devices()
+  say(f"training {config.model.name} on {config.dataset} ({len(train_source):,} "
+      f"{config.train_split} / {len(eval_source):,} {config.eval_split} images): "
+      f"{total_steps:,} steps of {config.batch_size} ({total_steps / steps_per_epoch:.3g} "
+      f"epochs) on {len(devices)} {devices[0].platform} device(s), mesh "
+      f"{' × '.join(f'{k}={v}' for k, v in mesh.shape.items())}")
   model = models.create(config.model.name, rngs=nnx.Rngs(config.seed),
                         **config.model.overrides)
   options = steps.StepOptions.from_config(config)
   if options.aux_weight and not models.has_aux_head(model):
-    raise ValueError(f"config.loss.aux_weight={options.aux_weight} needs a model with an "
+    raise UserError(f"config.loss.aux_weight={options.aux_weight} needs a model with an "
                      f"auxiliary head, and {config.model.name} (with its overrides) has none: "
                      "set config.loss.aux_weight=0")
   bcos_model = models.info(model).bcos
@@ -148,7 +189,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
   restored = checkpointing.restore_latest(manager, state, train_iterator)
   if restored is not None:
     state = restored
-    logging.info("resumed from step %d", int(state.step))
+    say(f"resumed from the checkpoint of step {int(state.step)} in {workdir / 'checkpoints'}")
   state = sharding.place_state(state, mesh)
   train_step = steps.make_train_step(graphdef, optimizer, schedule, mesh, state, options)
   eval_step = accuracy.make_eval_step(graphdef, _evaluated_variables(state, use_ema), mesh,
@@ -163,6 +204,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
   explain_records = [recipe.eval(eval_source[i]) for i in range(explain_count)]
   explain_images = np.stack([r["image"] for r in explain_records]) if explain_count else None
   explain_labels = [r["label"] for r in explain_records]
+  class_names = getattr(eval_source, "class_names", None)
   (workdir / "explanations").mkdir(exist_ok=True)
 
   def run_eval(step: int) -> dict[str, float]:
@@ -171,9 +213,11 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
                                 global_batch_size=config.batch_size, mesh=mesh, shard=shard,
                                 worker_count=config.eval_worker_count).metrics()
     writer.write(step, metrics)
+    say(f"step {step:,}/{total_steps:,}: {config.eval_split} top-1 {metrics['eval/top1']:.4f}, "
+        f"top-5 {metrics['eval/top5']:.4f}, loss {metrics['eval/loss']:.4g}")
     if is_main and explain_count:
       write_explanations(workdir / "explanations" / f"step_{step:07d}.png", graphdef, variables,
-                         explain_images, explain_labels)
+                         explain_images, explain_labels, class_names)
     return metrics
 
   def save(step: int) -> None:
@@ -221,6 +265,9 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
         break
   manager.wait_until_finished()
   writer.close()
+  say(f"checkpoints: {workdir / 'checkpoints'} (newest: step {manager.latest_step()}); metrics: "
+      f"{workdir / 'metrics.jsonl'}"
+      + (f"; explanations: {workdir / 'explanations'}/step_*.png" if explain_count else ""))
   if train_step._cache_size() > 1:  # noqa: SLF001  (a shape or dtype changed between steps)
     logging.warning("the train step was compiled %d times", train_step._cache_size())
   return eval_metrics

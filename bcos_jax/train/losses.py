@@ -4,6 +4,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from bcos_jax.errors import UserError
+
 
 def bce_per_example(logits: jax.Array, targets: jax.Array) -> jax.Array:
   """(N,) binary cross-entropy averaged over classes.
@@ -46,5 +48,5 @@ LOSSES = {"bce": bce, "uniform_off_label_bce": uniform_off_label_bce}
 def get_loss(name: str):
   """A training loss `(logits (N, C), targets (N, C)) -> scalar` by config name."""
   if name not in LOSSES:
-    raise ValueError(f"unknown loss {name!r}; known: {', '.join(LOSSES)}")
+    raise UserError(f"unknown loss {name!r}; known: {', '.join(LOSSES)}")
   return LOSSES[name]

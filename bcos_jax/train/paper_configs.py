@@ -11,6 +11,7 @@ calls last, after every option has been applied.
 
 from ml_collections import ConfigDict
 
+from bcos_jax.errors import UserError
 from bcos_jax.train.config_schema import defaults
 
 IMAGENET_TRAIN_IMAGES = 1_281_167
@@ -143,7 +144,7 @@ def bcos_final_long(model: str, *, accumulate_steps: int = 1, **model_overrides)
   """
   effective_batch = 1024
   if accumulate_steps < 1 or effective_batch % accumulate_steps:
-    raise ValueError(f"accumulate_steps must be a positive divisor of {effective_batch}, "
+    raise UserError(f"accumulate_steps must be a positive divisor of {effective_batch}, "
                      f"got {accumulate_steps}")
   config = _bcos_final_base(model, model_overrides, num_epochs=600)
   config.recipe = "bcos_final_long"

@@ -3,6 +3,8 @@
 import optax
 from ml_collections import ConfigDict
 
+from bcos_jax.errors import UserError
+
 
 def make_schedule(config: ConfigDict, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
   """Builds `config.schedule`: "constant", "cosine" (with linear warm-up) or "step".
@@ -26,7 +28,7 @@ def make_schedule(config: ConfigDict, total_steps: int, steps_per_epoch: int) ->
                   for e in config.decay_epochs}
     main = optax.piecewise_constant_schedule(peak, boundaries)
   else:
-    raise ValueError(f"unknown schedule {name!r}; known: constant, cosine, step")
+    raise UserError(f"unknown schedule {name!r}; known: constant, cosine, step")
   if warmup == 0:
     return main
   start = peak * config.get("warmup_start_factor", 0.0)

@@ -5,6 +5,8 @@ import jax
 import optax
 from flax import nnx
 
+from bcos_jax.errors import UserError
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -42,5 +44,5 @@ def create(model: nnx.Module, optimizer: optax.GradientTransformation, ema: bool
 def model_of(graphdef: nnx.GraphDef, state: TrainState, ema: bool = False) -> nnx.Module:
   """The model with the state's parameters (or their moving average, `ema=True`)."""
   if ema and not state.ema_params:
-    raise ValueError("this run keeps no parameter average: set config.ema_decay")
+    raise UserError("this run keeps no parameter average: set config.ema_decay")
   return nnx.merge(graphdef, state.ema_params if ema else state.params, state.model_state)
