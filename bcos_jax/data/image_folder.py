@@ -18,6 +18,10 @@ from bcos_jax.errors import UserError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
+class ImageFolderNotFoundError(UserError, FileNotFoundError):
+  """The image folder to prepare does not exist."""
+
+
 def scan(root: str | pathlib.Path) -> tuple[list[str], dict[str, list[tuple[pathlib.Path, int]]]]:
   """The class names and, per split, the (file, label) pairs under `root`.
 
@@ -27,8 +31,8 @@ def scan(root: str | pathlib.Path) -> tuple[list[str], dict[str, list[tuple[path
   """
   root = pathlib.Path(root)
   if not root.is_dir():
-    raise UserError(f"image folder {root} does not exist: give the folder that holds "
-                    "<split>/<class>/<images>")
+    raise ImageFolderNotFoundError(f"image folder {root} does not exist: give the folder "
+                                   "that holds <split>/<class>/<images>")
   splits = sorted(p for p in root.iterdir() if p.is_dir())
   if not splits:
     raise UserError(f"{root} has no split folders: expected {root}/train/<class>/<images>")

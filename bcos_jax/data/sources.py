@@ -6,7 +6,9 @@ PNG), decoded later by the pipeline (`bcos_jax.data.decode`), which can
 decode JPEGs at reduced size when the crop allows it.
 """
 
+import contextlib
 import dataclasses
+import logging
 import os
 import pathlib
 from collections.abc import Mapping, Sequence
@@ -65,6 +67,17 @@ def jpeg_image_keys(features) -> list[str]:
           if isinstance(feature, tfds.features.Image) and feature.encoding_format == "jpeg"]
 
 
+@contextlib.contextmanager
+def _quiet_tfds():
+  logger = logging.getLogger("absl")
+  level = logger.level
+  logger.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
+
+
 def _registered(name: str) -> bool:
   import tensorflow_datasets as tfds
 
@@ -108,21 +121,19 @@ def tfds_source(name: str, split: str, data_dir: str | None = None,
   import tensorflow_datasets as tfds  # Slow import: only where a dataset is opened.
 
   data_dir = data_dir or DEFAULT_DATA_DIR
-  if not (pathlib.Path(data_dir) / name).is_dir():
-    # Absent: say so without asking tfds, which would look for it and log about it.
-    raise (_not_prepared if _registered(name) else _unknown)(name, split, data_dir)
+  absent = not (pathlib.Path(data_dir) / name.split(":")[0]).is_dir()
   try:
-    builder = tfds.builder(name, data_dir=data_dir)
+    with _quiet_tfds():  # its "no dataset_info.json" warnings say less than our errors
+      builder = tfds.builder(name, data_dir=data_dir)
+      decoders = {} if decode_jpeg else {
+          key: tfds.decode.SkipDecoding() for key in jpeg_image_keys(builder.info.features)}
+      records = tfds.data_source(name, split=split, data_dir=data_dir, download=False,
+                                 decoders=decoders or None)
   except tfds.core.registered.DatasetNotFoundError as error:
-    raise _unknown(name, split, data_dir) from error
-  if not builder.is_prepared():
-    raise _not_prepared(name, split, data_dir)
-  try:
-    decoders = {} if decode_jpeg else {
-        key: tfds.decode.SkipDecoding() for key in jpeg_image_keys(builder.info.features)}
-    records = tfds.data_source(name, split=split, data_dir=data_dir, download=False,
-                               decoders=decoders or None)
-  except NotImplementedError as error:  # prepared, but as TFRecord files
+    raise (_not_prepared if _registered(name) else _unknown)(name, split, data_dir) from error
+  except NotImplementedError as error:  # prepared as TFRecord files, or not at all
+    if absent:
+      raise _not_prepared(name, split, data_dir) from error
     raise DatasetNotPreparedError(
         f"dataset {name!r} under data_dir={data_dir!r} is not in ArrayRecord format, which "
         f"random access (and bcos_jax) needs. Prepare it again with:\n  "

@@ -68,7 +68,7 @@ def test_no_model_file_imports_a_private_helper():
 
 def test_no_tool_switches_on_class_names_or_name_prefixes():
   """Tools read a model's family (models.info), never its class or a name prefix."""
-  switch = re.compile(r"type\(\w+\)\.__name__|\"(Bcos\w+|CifarNet9L)\"\s*:|"
+  switch = re.compile(r"type\((model|module|m)\)\.__name__|\"(Bcos\w+|CifarNet9L)\"\s*:|"
                       r"isinstance\(\w+, (Bcos\w+|CifarNet9L)\)|startswith\(\"v1_\"\)")
   for folder in ("evaluate", "convert", "explain", "train"):
     for path in (PACKAGE / folder).glob("*.py"):
