@@ -28,7 +28,7 @@ from bcos_jax.train.metric_writer import MetricWriter, format_eta
 from bcos_jax.train.schedules import make_schedule
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
   """The loss became NaN or Inf; the last good checkpoint is kept."""
 
 
@@ -247,7 +247,9 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
           manager.wait_until_finished()
           raise NonFiniteLossError(
               f"the training loss is {averaged['train/loss']} at step {step}; the last good "
-              f"checkpoint is step {manager.latest_step()} in {workdir / 'checkpoints'}")
+              f"checkpoint is step {manager.latest_step()} in {workdir / 'checkpoints'}. Lower "
+              "config.optimizer.learning_rate, or clip gradients (config.optimizer."
+              "grad_clip_norm), and resume")
         now = time.perf_counter()
         rate = (step - last_step) / max(now - last_time, 1e-9)
         averaged["train/steps_per_s"] = rate
