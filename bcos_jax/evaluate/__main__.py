@@ -25,9 +25,11 @@ _SPLIT = flags.DEFINE_string("split", None, "Test split (default: the run's eval
 _RECIPE = flags.DEFINE_string("recipe", None, "Preprocessing recipe (default: the run's).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "tfds data directory.")
 _METHODS = flags.DEFINE_list("methods", ["bcos"], "Attribution methods, of: bcos, gradient, "
-                             "input_x_gradient, integrated_gradients, grad_cam, occlusion, "
-                             "rise, lime; or all.")
-_OPTIONS = flags.DEFINE_string("method_options", "{}", 'JSON, e.g. {"occlusion": {"window": 4}}.')
+                             "input_x_gradient, integrated_gradients, grad_cam, occlusion "
+                             "(kernel 32, stride 32), occ5, occ9, occ9_ti, occ13_ti, rise, "
+                             "lime; or all.")
+_OPTIONS = flags.DEFINE_string("method_options", "{}",
+                               'JSON, e.g. {"occlusion": {"kernel": 16, "stride": 8}}.')
 _GRID = flags.DEFINE_integer("grid", 3, "Grid side: 2 (2×2) or 3 (3×3).")
 _GRIDS = flags.DEFINE_integer("grids", 250, "Number of grids (250 or 500 in the papers).")
 _SMOOTH = flags.DEFINE_integer("smooth", 15, "Box smoothing: 15 for ImageNet, 1 for CIFAR-10.")

@@ -13,12 +13,18 @@ localisation metric) and 1 for the others. All use the model's evaluation
 view (`models.eval_mode`). `METHODS` maps the names used by the localisation
 command to them; `methods_by_name` binds their options.
 
-The settings follow the B-cos v1 paper's comparison (Sec. 4, C.2): Integrated
-Gradients with 50 steps from a zero baseline (Gauss-Legendre points, captum's
-default), Grad-CAM on the last feature map with nearest upsampling, Occlusion,
-RISE with 500 masks (s=8, p=0.1) weighted by the class probability, and LIME
-with 500 samples on quickshift superpixels (kernel 4, max_dist 200, ratio 0.2),
-keeping the 5 superpixels with the largest positive weights.
+The settings follow the B-cos papers' comparison (v1 Sec. 4, C.2; the v2
+explainers): Integrated Gradients with 50 steps from a zero baseline
+(Gauss-Legendre points, captum's default), Grad-CAM on the last feature map with
+nearest upsampling, Occlusion with the official mask geometry and presets, RISE
+with the official masks (500, s=8, p=0.1, NumPy's legacy seed 42) weighted by
+the class probability, and LIME with 500 samples on quickshift superpixels
+(kernel 4, max_dist 200, ratio 0.2), keeping the 5 superpixels with the
+largest positive weights. Grad, Input×Gradient, Integrated Gradients, Grad-CAM,
+every Occlusion preset and RISE equal the official explainers' outputs on the
+v2 ResNet-18 (`tests/golden/attribution_resnet18.npz`); on these ReLU-free
+networks captum's DeepLIFT and Guided Backprop equal Input×Gradient and the
+gradient, as the golden file shows.
 """
 
 import functools
@@ -199,14 +205,24 @@ def _masked_logits(graphdef, state, x6, masks, batch_size: int) -> jax.Array:
                      batch_size=batch_size)
 
 
-def occlusion_masks(height: int, width: int, window: int, stride: int) -> np.ndarray:
-  """(M, H, W) masks, 0 inside a window×window square whose top-left corners
-  lie on the stride grid (clipped at the border), 1 elsewhere."""
+def occlusion_masks(height: int, width: int, kernel: int, stride: int) -> np.ndarray:
+  """(M, H, W) masks of the official Occlusion explainer: 0 where occluded, 1 elsewhere.
+
+  The masks sit at the (H // stride) × (W // stride) grid points (i·s, j·s). An odd
+  kernel k zeroes rows and columns [i·s - (k-1)/2, i·s + (k-1)/2) (a (k-1)-wide
+  square around the point); an even k zeroes [(i+1)·s - k, i·s + k) (2k - s wide);
+  both are clipped at 0, as the official code does.
+  """
+  if kernel % 2:
+    half, offset = (kernel - 1) // 2, 0
+  else:
+    half, offset = kernel, 1
   masks = []
-  for top in range(0, height, stride):
-    for left in range(0, width, stride):
+  for row in range(height // stride):
+    for col in range(width // stride):
       mask = np.ones((height, width), np.float32)
-      mask[top:top + window, left:left + window] = 0
+      mask[max(0, (row + offset) * stride - half):row * stride + half,
+           max(0, (col + offset) * stride - half):col * stride + half] = 0
       masks.append(mask)
   return np.stack(masks)
 
@@ -224,69 +240,87 @@ def _occlusion(graphdef, state, x6, targets, masks, batch_size) -> jax.Array:
   return attributions[..., None]
 
 
-def occlusion(model: nnx.Module, x6: jax.Array, targets, window: int | None = None,
-              stride: int | None = None, batch_size: int = 16) -> jax.Array:
-  """Occlusion: the drop of the target logit when a square of all 6 channels is zeroed.
+def occlusion(model: nnx.Module, x6: jax.Array, targets, kernel: int = 32, stride: int = 32,
+              batch_size: int = 16) -> jax.Array:
+  """Occlusion as the official explainer computes it: the drop of the target logit when
+  the input (every channel) is zeroed under a mask, shared by the pixels it zeroed.
 
-  Every pixel receives, for each window that covers it, the logit's drop
-  divided by the window's pixel count (as the official comparison).
+  Every pixel receives, for each mask that zeroes it, the logit's drop divided by
+  the number of pixels the mask zeroed. The papers' presets are registered by
+  name: `occ5` (5, 2), `occ9` (9, 2), `occ9_ti` (9, 4), `occ13_ti` (13, 4).
 
   Args:
-    window: side of the zeroed square (default: 1/8 of the image side, at least 4:
-      8 for a 64×64 grid of digits, 28 for a 224×224 image).
-    stride: distance between windows (default: half the window).
+    kernel: the official `ks` (see `occlusion_masks` for the geometry).
+    stride: the distance between mask positions; must divide the image size.
     batch_size: masked copies evaluated at once per image batch.
   """
   targets, squeeze = _prepare(model, x6, targets)
-  window = window or max(4, min(x6.shape[1:3]) // 8)
-  stride = stride or max(1, window // 2)
-  if window < 1 or stride < 1:
-    raise UserError(f"window and stride must be >= 1, got {window} and {stride}")
-  masks = jnp.asarray(occlusion_masks(x6.shape[1], x6.shape[2], window, stride))
+  height, width = x6.shape[1:3]
+  if kernel < 1 or stride < 1:
+    raise UserError(f"occlusion kernel and stride must be >= 1, got {kernel} and {stride}")
+  if height % stride or width % stride:
+    raise UserError(f"the occlusion stride {stride} must divide the image size "
+                    f"{height}×{width} (as in the official explainer)")
+  masks = jnp.asarray(occlusion_masks(height, width, kernel, stride))
   return _finish(_occlusion(*_split(model), x6, targets, masks, batch_size), squeeze)
 
 
-def rise_masks(key: jax.Array, count: int, size: tuple[int, int], cells: int = 8,
-               keep_probability: float = 0.1) -> jax.Array:
-  """RISE masks (Petsiuk et al.): a random cells×cells binary grid, bilinearly
-  upsampled to (cells + 1) cell sizes and randomly shifted: (count, H, W)."""
-  grid_key, shift_key = jax.random.split(key)
-  grids = (jax.random.uniform(grid_key, (count, cells, cells)) < keep_probability)
-  cell = (-(-size[0] // cells), -(-size[1] // cells))
-  up = ((cells + 1) * cell[0], (cells + 1) * cell[1])
-  upsampled = jax.image.resize(grids.astype(jnp.float32), (count, *up), "linear",
-                               antialias=False)
-  shifts = jax.random.randint(shift_key, (count, 2), 0, jnp.array(cell))
+@functools.lru_cache(maxsize=8)
+def rise_masks(count: int, height: int, width: int, cells: int = 8,
+               keep_probability: float = 0.1, seed: int = 42) -> np.ndarray:
+  """The official RISE masks (Petsiuk et al.; B-cos v2's explainer): (count, H, W) float32.
 
-  def crop(mask, shift):
-    return jax.lax.dynamic_slice(mask, (shift[0], shift[1]), size)
+  Drawn on the host from NumPy's legacy stream after `np.random.seed(seed)`, as
+  the official code does, so the same seed gives the same masks: a cells×cells
+  grid of cells kept with `keep_probability`, each upsampled bilinearly
+  (scikit-image, mode "reflect", no anti-aliasing) to (cells + 1) cell sizes and
+  cropped at a random shift. Cached per setting.
+  """
+  from skimage.transform import resize  # noqa: PLC0415  (only RISE needs it)
 
-  return jax.vmap(crop)(upsampled, shifts)
+  rng = np.random.RandomState(seed)  # the stream of np.random.seed(seed)
+  cell = np.ceil(np.array([height, width]) / cells)
+  up_size = (cells + 1) * cell
+  grids = (rng.rand(count, cells, cells) < keep_probability).astype("float32")
+  masks = np.empty((count, height, width))
+  for i in range(count):
+    x, y = rng.randint(0, cell[0]), rng.randint(0, cell[1])
+    masks[i] = resize(grids[i], up_size, order=1, mode="reflect",
+                      anti_aliasing=False)[x:x + height, y:y + width]
+  masks = masks.astype(np.float32)
+  masks.flags.writeable = False  # shared through the cache
+  return masks
 
 
-@functools.partial(jax.jit, static_argnums=(0, 5, 6, 7, 8))
-def _rise(graphdef, state, x6, targets, key, count, cells, keep_probability, batch_size):
-  masks = rise_masks(key, count, x6.shape[1:3], cells, keep_probability)
-  # RISE weighs masks by the class probability (sigmoid: B-cos models are
-  # trained with binary cross-entropy); raw logits can be negative throughout.
-  scores = jax.nn.sigmoid(jax.vmap(_select, (0, None))(
-      _masked_logits(graphdef, state, x6, masks, batch_size), targets))  # (M, N, T)
-  saliency = jnp.einsum("mnt,mhw->nthw", scores, masks) / (count * keep_probability)
+@functools.partial(jax.jit, static_argnums=(0, 6, 7))
+def _rise(graphdef, state, x6, targets, masks, keep_probability, batch_size, bcos):
+  # B-cos models are trained with binary cross-entropy: their probabilities are
+  # sigmoids (the official `to_probabilities`); conventional ones use a softmax.
+  to_probabilities = jax.nn.sigmoid if bcos else functools.partial(jax.nn.softmax, axis=-1)
+  probabilities = jax.lax.map(
+      lambda mask: to_probabilities(nnx.merge(graphdef, state)(x6 * mask[None, :, :, None])),
+      masks, batch_size=batch_size)  # (M, N, C)
+  scores = jax.vmap(_select, (0, None))(probabilities, targets)  # (M, N, T)
+  saliency = jnp.einsum("mnt,mhw->nthw", scores, masks) / (masks.shape[0] * keep_probability)
   return saliency[..., None]
 
 
 def rise(model: nnx.Module, x6: jax.Array, targets, masks: int = 500, cells: int = 8,
-         keep_probability: float = 0.1, seed: int = 0, batch_size: int = 16) -> jax.Array:
-  """RISE: the target's probability under random masks, averaged with each mask as weight.
+         keep_probability: float = 0.1, seed: int = 42, batch_size: int = 16) -> jax.Array:
+  """RISE as the official explainer computes it: the target's probability under random
+  masks, averaged with each mask as weight, divided by the keep probability.
 
   Args:
-    masks: number of random masks (the same masks for every image: `seed`).
-    cells: the mask grid is cells × cells before upsampling.
-    keep_probability: chance that a grid cell is kept.
+    masks: number of random masks (the official N; the same masks for every image).
+    cells: the mask grid is cells × cells before upsampling (the official s).
+    keep_probability: chance that a grid cell is kept (the official p1).
+    seed: the legacy NumPy seed of the masks (42 in the official code).
   """
   targets, squeeze = _prepare(model, x6, targets)
-  return _finish(_rise(*_split(model), x6, targets, jax.random.key(seed), masks, cells,
-                       keep_probability, batch_size), squeeze)
+  mask_array = jnp.asarray(rise_masks(masks, x6.shape[1], x6.shape[2], cells,
+                                      keep_probability, seed))
+  return _finish(_rise(*_split(model), x6, targets, mask_array, keep_probability, batch_size,
+                       models.info(model).bcos), squeeze)
 
 
 # -- LIME.
@@ -373,6 +407,11 @@ METHODS: dict[str, Method] = {
     "integrated_gradients": integrated_gradients,
     "grad_cam": grad_cam,
     "occlusion": occlusion,
+    # The papers' Occlusion presets (kernel, stride).
+    "occ5": functools.partial(occlusion, kernel=5, stride=2),
+    "occ9": functools.partial(occlusion, kernel=9, stride=2),
+    "occ9_ti": functools.partial(occlusion, kernel=9, stride=4),
+    "occ13_ti": functools.partial(occlusion, kernel=13, stride=4),
     "rise": rise,
     "lime": lime,
 }
@@ -386,7 +425,7 @@ def get_method(name: str) -> Method:
 
 def methods_by_name(names: Sequence[str], options: dict[str, dict] | None = None
                     ) -> dict[str, Method]:
-  """name -> method with its options bound (e.g. {'occlusion': {'window': 4}}); the
+  """name -> method with its options bound (e.g. {'occlusion': {'kernel': 16}}); the
   name 'all' stands for every method."""
   options = options or {}
   unknown = sorted(set(options) - set(METHODS))

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.special
 from flax import nnx
 
 from bcos_jax import models
@@ -47,10 +48,11 @@ TARGETS = np.array([1, 3])
 
 @pytest.mark.parametrize("name,channels", [
     ("bcos", 6), ("gradient", 6), ("input_x_gradient", 6), ("integrated_gradients", 6),
-    ("grad_cam", 1), ("occlusion", 1), ("rise", 1), ("lime", 1)])
+    ("grad_cam", 1), ("occlusion", 1), ("occ5", 1), ("occ9_ti", 1), ("rise", 1), ("lime", 1)])
 def test_every_method_has_one_signature(model, x6, name, channels):
   options = {"rise": dict(masks=32), "lime": dict(samples=50, batch_size=25),
-             "integrated_gradients": dict(steps=8)}.get(name, {})
+             "integrated_gradients": dict(steps=8), "occlusion": dict(kernel=8, stride=8)
+             }.get(name, {})
   method = attribution.get_method(name)
   single = method(model, x6, TARGETS, **options)
   chex.assert_shape(single, (2, 16, 16, channels))
@@ -80,21 +82,35 @@ def test_integrated_gradients_are_complete(model, x6):
                               rtol=2e-3, atol=1e-4)
 
 
-def test_occlusion_equals_a_loop(model, x6):
-  window, stride = 6, 4
-  attributions = np.asarray(attribution.occlusion(model, x6, TARGETS, window=window,
+@pytest.mark.parametrize("kernel, stride", [(5, 4), (6, 4)])  # odd and even kernels
+def test_occlusion_equals_a_loop(model, x6, kernel, stride):
+  """The official geometry, written out: points (i·s, j·s); an odd kernel zeroes
+  [p - (k-1)/2, p + (k-1)/2), an even one [p + s - k, p + k), clipped at 0."""
+  attributions = np.asarray(attribution.occlusion(model, x6, TARGETS, kernel=kernel,
                                                   stride=stride))
   original = _logits(model, x6)[np.arange(2), TARGETS]
   reference = np.zeros((2, 16, 16))
-  for top in range(0, 16, stride):
-    for left in range(0, 16, stride):
-      occluded = np.asarray(x6).copy()
-      occluded[:, top:top + window, left:left + window] = 0
-      drop = original - _logits(model, jnp.asarray(occluded))[np.arange(2), TARGETS]
+  for row in range(0, 16, stride):
+    for col in range(0, 16, stride):
+      if kernel % 2:
+        lo_r, hi_r = row - (kernel - 1) // 2, row + (kernel - 1) // 2
+        lo_c, hi_c = col - (kernel - 1) // 2, col + (kernel - 1) // 2
+      else:
+        lo_r, hi_r, lo_c, hi_c = row + stride - kernel, row + kernel, col + stride - kernel, \
+            col + kernel
       inside = np.zeros((16, 16))
-      inside[top:top + window, left:left + window] = 1
+      inside[max(0, lo_r):hi_r, max(0, lo_c):hi_c] = 1
+      occluded = np.asarray(x6) * (1 - inside)[None, :, :, None]
+      drop = original - _logits(model, jnp.asarray(occluded, jnp.float32))[np.arange(2), TARGETS]
       reference += drop[:, None, None] * inside / inside.sum()
   _assert_close(attributions[..., 0], reference)
+
+
+def test_occlusion_presets_and_a_stride_that_does_not_divide(model, x6):
+  chex.assert_trees_all_close(attribution.METHODS["occ9_ti"](model, x6, TARGETS),
+                              attribution.occlusion(model, x6, TARGETS, kernel=9, stride=4))
+  with pytest.raises(ValueError, match="must divide the image size"):
+    attribution.occlusion(model, x6, TARGETS, kernel=5, stride=3)
 
 
 def test_grad_cam_equals_a_hand_computation(model, x6):
@@ -119,9 +135,9 @@ def test_grad_cam_needs_a_layer_for_models_without_a_feature_map():
 
 def test_rise_equals_a_loop_over_its_masks(model, x6):
   count = 24
-  masks = np.asarray(attribution.rise_masks(jax.random.key(3), count, (16, 16)))
+  masks = attribution.rise_masks(count, 16, 16, seed=3)
   def probability(x):
-    return 1 / (1 + np.exp(-_logits(model, x)[np.arange(2), TARGETS]))
+    return scipy.special.expit(_logits(model, x)[np.arange(2), TARGETS])
 
   reference = sum(probability(x6 * m[None, :, :, None])[:, None, None] * m
                   for m in masks) / (count * 0.1)
@@ -129,10 +145,20 @@ def test_rise_equals_a_loop_over_its_masks(model, x6):
   _assert_close(result[..., 0], reference)
 
 
-def test_rise_masks_are_reproducible_soft_and_sparse():
-  first = attribution.rise_masks(jax.random.key(0), 200, (32, 32))
+def test_rise_masks_are_the_official_legacy_numpy_draws():
+  """The official generator, step by step: np.random.seed, the grids, then per mask a
+  shift and a bilinear ('reflect') upsampling."""
+  from skimage.transform import resize
+
+  first = attribution.rise_masks(200, 32, 32)
   chex.assert_shape(first, (200, 32, 32))
-  chex.assert_trees_all_equal(first, attribution.rise_masks(jax.random.key(0), 200, (32, 32)))
+  np.random.seed(42)
+  grids = (np.random.rand(200, 8, 8) < 0.1).astype("float32")
+  for i in range(3):
+    x, y = np.random.randint(0, 4), np.random.randint(0, 4)
+    expected = resize(grids[i], (36, 36), order=1, mode="reflect", anti_aliasing=False)
+    np.testing.assert_allclose(first[i], expected[x:x + 32, y:y + 32], atol=1e-7)
+  assert attribution.rise_masks(200, 32, 32) is first  # cached
   assert float(first.min()) >= 0 and float(first.max()) <= 1
   assert 0.05 < float(first.mean()) < 0.15  # keep probability 0.1
 
