@@ -50,10 +50,10 @@ def test_explainers_benchmark_writes_its_table(tmp_path):
   out = tmp_path / "explainers.json"
   env = {**os.environ, "XLA_FLAGS": ""}
   result = subprocess.run([sys.executable, str(ROOT / "bench" / "explainers.py"), "--models",
-                           "v1_cifar9l_b2:16", "--methods", "bcos,occlusion,lime", "--images",
+                           "v1_cifar9l_b2:16", "--methods", "bcos,occ9_ti,lime", "--images",
                            "1", "--repeats", "1", "--lime_samples", "10", "--json", str(out)],
                           capture_output=True, text=True, env=env, timeout=600, check=False)
   assert result.returncode == 0, result.stderr[-2000:]
   rows = json.loads(out.read_text())["rows"]
-  assert [r["method"] for r in rows] == ["bcos", "occlusion", "lime"]
+  assert [r["method"] for r in rows] == ["bcos", "occ9_ti", "lime"]
   assert all(r["ms_per_image"] > 0 for r in rows)
