@@ -18,11 +18,12 @@ explainers): Integrated Gradients with 50 steps from a zero baseline
 (Gauss-Legendre points, captum's default), Grad-CAM on the last feature map with
 nearest upsampling, Occlusion with the official mask geometry and presets, RISE
 with the official masks (500, s=8, p=0.1, NumPy's legacy seed 42) weighted by
-the class probability, and LIME with 500 samples on quickshift superpixels
-(kernel 4, max_dist 200, ratio 0.2), keeping the 5 superpixels with the
-largest positive weights. Grad, Input×Gradient, Integrated Gradients, Grad-CAM,
-every Occlusion preset and RISE equal the official explainers' outputs on the
-v2 ResNet-18 (`tests/golden/attribution_resnet18.npz`); on these ReLU-free
+the class probability, and LIME as `lime`'s image explainer runs it (500
+samples on quickshift superpixels: kernel 4, max_dist 200, ratio 0.2), keeping
+the 5 superpixels with the largest positive weights. Grad, Input×Gradient,
+Integrated Gradients, Grad-CAM, every Occlusion preset and RISE equal the
+official explainers' outputs on the v2 ResNet-18, and LIME chooses the same
+superpixels (`tests/golden/attribution_resnet18.npz`); on these ReLU-free
 networks captum's DeepLIFT and Guided Backprop equal Input×Gradient and the
 gradient, as the golden file shows.
 """
@@ -326,12 +327,13 @@ def rise(model: nnx.Module, x6: jax.Array, targets, masks: int = 500, cells: int
 # -- LIME.
 
 def quickshift_segments(image_rgb: np.ndarray, kernel_size: float = 4, max_dist: float = 200,
-                        ratio: float = 0.2) -> np.ndarray:
-  """Superpixels of one RGB image in [0, 1] as LIME's image explainer makes them."""
+                        ratio: float = 0.2, seed: int = 42) -> np.ndarray:
+  """Superpixels of one RGB image in [0, 1] as LIME's `SegmentationAlgorithm` makes them:
+  quickshift on the image as given (its dtype kept) with quickshift's own seed, 42."""
   from skimage.segmentation import quickshift  # noqa: PLC0415  (only LIME needs it)
 
-  return quickshift(np.asarray(image_rgb, np.float64), kernel_size=kernel_size,
-                    max_dist=max_dist, ratio=ratio, rng=0)
+  return quickshift(np.asarray(image_rgb), kernel_size=kernel_size, max_dist=max_dist,
+                    ratio=ratio, rng=seed)
 
 
 def lime_surrogate(samples: np.ndarray, outputs: np.ndarray, kernel_width: float = 0.25,
@@ -357,40 +359,57 @@ def lime_surrogate(samples: np.ndarray, outputs: np.ndarray, kernel_width: float
   return np.linalg.solve(gram, xc.T @ (weights[:, None] * yc))
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _probabilities(graphdef, state, x6) -> jax.Array:
-  return jax.nn.sigmoid(nnx.merge(graphdef, state)(x6))
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _probabilities(graphdef, state, x, bcos: bool) -> jax.Array:
+  logits = nnx.merge(graphdef, state)(x)
+  # Sigmoids for B-cos models (trained with BCE, the official `to_probabilities`),
+  # a softmax for conventional ones (the official explainers' default).
+  return jax.nn.sigmoid(logits) if bcos else jax.nn.softmax(logits, axis=-1)
 
 
 def lime(model: nnx.Module, x6: jax.Array, targets, samples: int = 500, features: int = 5,
          seed: int = 0, batch_size: int = 50) -> jax.Array:
-  """LIME on quickshift superpixels: 1 on the `features` superpixels with the
-  largest positive weights for the target, 0 elsewhere; (N[, T], H, W, 1).
+  """LIME as the official explainer runs `lime`'s `LimeImageExplainer`: 1 on the
+  `features` superpixels with the largest positive weights for the target, 0
+  elsewhere; (N[, T], H, W, 1).
 
-  Switched-off superpixels take their mean colour (LIME's default); the
-  surrogate is fitted to the model's per-class probabilities (sigmoid: B-cos
-  models are trained with binary cross-entropy). Runs on the host, image by image.
+  Draw for draw the package's procedure: quickshift superpixels of the RGB
+  image (kernel 4, max_dist 200, ratio 0.2, quickshift's seed 42); switched-off
+  superpixels take their mean colour; `samples` on/off rows from one NumPy
+  `RandomState(seed)` (after the one draw the explainer makes for its unused
+  segmentation seed; the first row all on), image after image; the model's
+  probabilities of the perturbed images (encoded as the model wants them);
+  cosine distances to the all-on row under an exponential kernel of width
+  0.25, and the ridge fit (alpha 1, intercept) of `lime_base`. With
+  `seed=1234` it equals the official explainer run after `np.random.seed(1234)`.
+  Runs on the host, image by image; the model runs in batches on the device.
   """
   targets, squeeze = _prepare(model, x6, targets)
   if samples % batch_size:
     raise UserError(f"samples ({samples}) must be a multiple of batch_size ({batch_size})")
   graphdef, state = _split(model)
-  encoding = models.info(model).encoding  # superpixels are found on the RGB image
+  found = models.info(model)
+  encode = jax.jit(found.encoding.encode)
   rng = np.random.RandomState(seed)
-  images, targets = np.asarray(x6), np.asarray(targets)
-  results = np.zeros((*targets.shape, *images.shape[1:3], 1), np.float32)
-  for n, image in enumerate(images):
-    segments = quickshift_segments(np.asarray(encoding.to_rgb(image)))
-    ids, segments = np.unique(segments, return_inverse=True)
-    segments = segments.reshape(image.shape[:2])
-    means = np.stack([image[segments == i].mean(axis=0) for i in range(len(ids))])
-    indicators = rng.randint(0, 2, (samples, len(ids)))
+  rgb_images = np.asarray(found.encoding.to_rgb(x6), np.float32)
+  targets = np.asarray(targets)
+  results = np.zeros((*targets.shape, *rgb_images.shape[1:3], 1), np.float32)
+  for n, image in enumerate(rgb_images):
+    segments = quickshift_segments(image)
+    count = len(np.unique(segments))
+    fudged = image.copy()
+    for segment in range(count):  # the superpixel's mean colour, channel by channel
+      inside = segments == segment
+      fudged[inside] = [np.mean(image[inside][:, c]) for c in range(image.shape[-1])]
+    rng.randint(0, high=1000)  # the explainer's draw of a segmentation seed (unused)
+    indicators = rng.randint(0, 2, samples * count).reshape(samples, count)
     indicators[0] = 1
     outputs = []
     for start in range(0, samples, batch_size):
       on = indicators[start:start + batch_size][:, segments]  # (B, H, W)
-      perturbed = np.where(on[..., None] == 1, image[None], means[segments][None])
-      outputs.append(np.asarray(_probabilities(graphdef, state, jnp.asarray(perturbed))))
+      perturbed = np.where(on[..., None] == 1, image[None], fudged[None])
+      outputs.append(np.asarray(_probabilities(graphdef, state, encode(jnp.asarray(perturbed)),
+                                               found.bcos)))
     outputs = np.concatenate(outputs)[:, targets[n]]  # (S, T)
     coefficients = lime_surrogate(indicators.astype(np.float64), outputs.astype(np.float64))
     for t in range(targets.shape[1]):

@@ -64,3 +64,14 @@ def test_a_photograph_matches_the_official_explainer(model, name, method):
   target = jnp.asarray([int(GOLDEN["photo_target"])])
   result = method(model, _nhwc(GOLDEN["photo_x6"]), target)
   assert_close(result[..., 0], GOLDEN[name], name=name)
+
+
+def test_lime_chooses_the_official_superpixels(model):
+  """Draw for draw lime's LimeImageExplainer after np.random.seed(1234): the two images
+  one after the other from one stream, then the photograph from a fresh one."""
+  result = attribution.lime(model, _nhwc(GOLDEN["x6"]), jnp.asarray(GOLDEN["targets"]),
+                            seed=1234)
+  np.testing.assert_array_equal(np.asarray(result)[..., 0], GOLDEN["lime"][:, 0])
+  photo = attribution.lime(model, _nhwc(GOLDEN["photo_x6"]),
+                           jnp.asarray([int(GOLDEN["photo_target"])]), seed=1234)
+  np.testing.assert_array_equal(np.asarray(photo)[..., 0], GOLDEN["photo_lime"])
