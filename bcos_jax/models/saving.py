@@ -86,7 +86,7 @@ def _load_saved(directory: pathlib.Path) -> nnx.Module:
 def _load_checkpoint(workdir: pathlib.Path, step: int | None, ema: bool | None) -> nnx.Module:
   # Only the model's items: the data iterator's state is not needed (nor grain).
   manager = ocp.CheckpointManager(
-      workdir / CHECKPOINTS_DIR, options=ocp.CheckpointManagerOptions(read_only=True),
+      workdir / CHECKPOINTS_DIR, options=ocp.CheckpointManagerOptions(create=False),
       item_handlers={STATE_ITEM: ocp.StandardCheckpointHandler(),
                      CONFIG_ITEM: ocp.JsonCheckpointHandler()})
   with manager:
