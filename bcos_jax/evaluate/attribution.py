@@ -293,14 +293,16 @@ def rise_masks(count: int, height: int, width: int, cells: int = 8,
   return masks
 
 
+def _to_probabilities(logits: jax.Array, bcos: bool) -> jax.Array:
+  # Sigmoids for B-cos models (trained with BCE: the official `to_probabilities`),
+  # a softmax for conventional ones (the official explainers' default).
+  return jax.nn.sigmoid(logits) if bcos else jax.nn.softmax(logits, axis=-1)
+
+
 @functools.partial(jax.jit, static_argnums=(0, 6, 7))
 def _rise(graphdef, state, x6, targets, masks, keep_probability, batch_size, bcos):
-  # B-cos models are trained with binary cross-entropy: their probabilities are
-  # sigmoids (the official `to_probabilities`); conventional ones use a softmax.
-  to_probabilities = jax.nn.sigmoid if bcos else functools.partial(jax.nn.softmax, axis=-1)
-  probabilities = jax.lax.map(
-      lambda mask: to_probabilities(nnx.merge(graphdef, state)(x6 * mask[None, :, :, None])),
-      masks, batch_size=batch_size)  # (M, N, C)
+  probabilities = _to_probabilities(
+      _masked_logits(graphdef, state, x6, masks, batch_size), bcos)  # (M, N, C)
   scores = jax.vmap(_select, (0, None))(probabilities, targets)  # (M, N, T)
   saliency = jnp.einsum("mnt,mhw->nthw", scores, masks) / (masks.shape[0] * keep_probability)
   return saliency[..., None]
@@ -361,10 +363,7 @@ def lime_surrogate(samples: np.ndarray, outputs: np.ndarray, kernel_width: float
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
 def _probabilities(graphdef, state, x, bcos: bool) -> jax.Array:
-  logits = nnx.merge(graphdef, state)(x)
-  # Sigmoids for B-cos models (trained with BCE, the official `to_probabilities`),
-  # a softmax for conventional ones (the official explainers' default).
-  return jax.nn.sigmoid(logits) if bcos else jax.nn.softmax(logits, axis=-1)
+  return _to_probabilities(nnx.merge(graphdef, state)(x), bcos)
 
 
 def lime(model: nnx.Module, x6: jax.Array, targets, samples: int = 500, features: int = 5,

@@ -83,7 +83,7 @@ def check_explainable(model: nnx.Module, x6: jax.Array) -> None:
     raise UserError(f"{found.name} is not a B-cos network: its gradient is no exact "
                      "explanation (y != W(x)·x). Use a post-hoc method of "
                      "bcos_jax.evaluate.attribution instead, e.g. input_x_gradient or grad_cam")
-  found.encoding.check(x6, found.name)
+  models.check_input(model, x6)
 
 
 def explain(model: nnx.Module, x6: jax.Array, targets: jax.Array | None = None) -> Explanation:
