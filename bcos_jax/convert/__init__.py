@@ -5,8 +5,9 @@ from bcos_jax.convert.torch_state_dict import (
     expected_state_dict_shapes,
     from_torch_state_dict,
     key_map,
+    to_torch_state_dict,
     unmapped_variables,
 )
 
 __all__ = ["StateDictMismatchError", "expected_state_dict_shapes", "from_torch_state_dict",
-           "key_map", "unmapped_variables"]
+           "key_map", "to_torch_state_dict", "unmapped_variables"]

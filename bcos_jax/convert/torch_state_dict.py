@@ -135,3 +135,22 @@ def from_torch_state_dict(name: str, state_dict: Mapping[str, np.ndarray],
     _variable(abstract, target.path).set_value(jnp.asarray(value))
   # Imported weights are for inference: norm layers use their running statistics.
   return models.eval_mode(abstract)
+
+
+def to_torch_state_dict(model: nnx.Module) -> dict[str, np.ndarray]:
+  """The official (PyTorch-layout) state dict of `model`: the inverse of
+  `from_torch_state_dict`. Buffers bcos_jax does not keep are written as the
+  official code initialises them (running means 0, `num_batches_tracked` 0)."""
+  state_dict = {}
+  for key, target in key_map(model).items():
+    if target.path is None:
+      dtype = np.int64 if key.endswith("num_batches_tracked") else np.float32
+      state_dict[key] = np.zeros(target.shape, dtype)
+      continue
+    value = np.asarray(_variable(model, target.path).get_value(), np.float32)
+    if target.layout == "layer_scale":
+      value = value.reshape(*value.shape, 1, 1)
+    elif _TO_TORCH[target.layout] is not None:
+      value = np.transpose(value, _TO_TORCH[target.layout])
+    state_dict[key] = value
+  return state_dict

@@ -18,18 +18,25 @@ from flax import nnx
 
 from bcos_jax.errors import UserError
 from bcos_jax.models import registry
-from bcos_jax.models.torch_keys import KeyMap, conv_keys, conv_norm_keys, norm_keys
+from bcos_jax.models.torch_keys import KeyMap, conv_keys, conv_norm_keys, linear_keys, norm_keys
 from bcos_jax.nn import (
+  ENCODED_CHANNELS,
+  IMAGENET_ADD_INVERSE_MEAN,
+  IMAGENET_ADD_INVERSE_STD,
   ConvNorm,
   ConvOptions,
+  InputNormalisation,
   LogitLayer,
+  StandardDense,
   StochasticDepth,
   apply_norm,
   avg_pool,
   check_encoded,
+  check_rgb,
   max_pool,
   optional_norm,
 )
+from bcos_jax.nn import activation as get_activation
 
 
 def _stem_pool(x: jax.Array, kind: str) -> jax.Array:
@@ -46,8 +53,10 @@ def _stem_pool(x: jax.Array, kind: str) -> jax.Array:
 class BasicBlock(nnx.Module):
   expansion = 1
 
-  def __init__(self, c_in, planes, *, strides, groups, base_width, drop_rate, conv, norm, rngs):
+  def __init__(self, c_in, planes, *, strides, groups, base_width, drop_rate, conv, norm, act,
+               rngs):
     del groups, base_width
+    self.act = act
     self.conv1 = ConvNorm(c_in, planes, 3, strides=strides, conv=conv, norm=norm, rngs=rngs)
     self.conv2 = ConvNorm(planes, planes, 3, conv=conv, norm=norm, rngs=rngs)
     self.downsample = (ConvNorm(c_in, planes, 1, strides=strides, conv=conv, norm=norm,
@@ -57,13 +66,16 @@ class BasicBlock(nnx.Module):
 
   def __call__(self, x, *, explain=False):
     identity = x if self.downsample is None else self.downsample(x, explain=explain)
-    return self.drop_path(self.conv2(self.conv1(x, explain=explain), explain=explain)) + identity
+    y = self.conv2(self.act(self.conv1(x, explain=explain)), explain=explain)
+    return self.act(self.drop_path(y) + identity)
 
 
 class Bottleneck(nnx.Module):
   expansion = 4
 
-  def __init__(self, c_in, planes, *, strides, groups, base_width, drop_rate, conv, norm, rngs):
+  def __init__(self, c_in, planes, *, strides, groups, base_width, drop_rate, conv, norm, act,
+               rngs):
+    self.act = act
     width = int(planes * (base_width / 64.0)) * groups
     out = planes * self.expansion
     self.conv1 = ConvNorm(c_in, width, 1, conv=conv, norm=norm, rngs=rngs)
@@ -76,15 +88,17 @@ class Bottleneck(nnx.Module):
 
   def __call__(self, x, *, explain=False):
     identity = x if self.downsample is None else self.downsample(x, explain=explain)
-    y = self.conv3(self.conv2(self.conv1(x, explain=explain), explain=explain), explain=explain)
-    return self.drop_path(y) + identity
+    y = self.act(self.conv1(x, explain=explain))
+    y = self.conv3(self.act(self.conv2(y, explain=explain)), explain=explain)
+    return self.act(self.drop_path(y) + identity)
 
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
 class BcosResNet(nnx.Module):
-  """A B-cos ResNet/ResNeXt on NHWC images encoded with `add_inverse`.
+  """A B-cos ResNet/ResNeXt on NHWC images encoded with `add_inverse` (or, with
+  `bcos=False`, torchvision's conventional ResNet on normalised RGB).
 
   Args:
     block: "basic" or "bottleneck".
@@ -104,7 +118,16 @@ class BcosResNet(nnx.Module):
     stochastic_depth_prob: the last block's rate of dropping its residual branch
       while training (rates grow linearly from 0 over the blocks).
     classifier_before_pool: apply the head at every position and average its
-      outputs (official), or average the features first.
+      outputs (official), or average the features first (torchvision).
+    bcos: False builds ordinary convs and a linear head with bias (the
+      conventional network B-cosification starts from).
+    activation: "none" (B-cos) or "relu" where torchvision has one (the
+      conventional and the B-cosified networks).
+    unit_norm_kernels: False keeps raw conv kernels (B-cosified networks).
+    learn_b: every conv learns its B (a B-cosification ablation).
+    head_bias: the head adds a bias (conventional; a B-cosification ablation).
+    input_mean, input_std: when set, the model normalises its input with them
+      first (B-cosified networks: the ImageNet statistics of the 6 channels).
     logit_temperature, logit_bias: logits = pooled / temperature + bias;
       bias None means -log(num_classes - 1).
     rngs: initialisation randomness.
@@ -117,15 +140,25 @@ class BcosResNet(nnx.Module):
                norm: str = "NoBias(BatchNormUncentered2d)",
                stem_pool: str = "avg", small_inputs: bool = False,
                classifier_before_pool: bool = True,
-               stochastic_depth_prob: float = 0.0,
+               stochastic_depth_prob: float = 0.0, bcos: bool = True,
+               activation: str = "none", unit_norm_kernels: bool = True,
+               learn_b: bool = False, head_bias: bool = False,
+               input_mean: Sequence[float] | None = None,
+               input_std: Sequence[float] | None = None,
                logit_temperature: float = 1.0, logit_bias: float | None = None,
                rngs: nnx.Rngs):
     block_class = BLOCKS[block]
-    conv = ConvOptions(b=b, max_out=max_out, scale=scale, v1_scale_divisor=v1_scale_divisor)
+    conv = ConvOptions(b=b, max_out=max_out, scale=scale, v1_scale_divisor=v1_scale_divisor,
+                       bcos=bcos, unit_norm_kernels=unit_norm_kernels, learn_b=learn_b)
+    act = get_activation(activation)
+    self.bcos = bcos
+    self.act = act
+    self.input_norm = InputNormalisation.of(input_mean, input_std)
     self.stem_pool = "none" if small_inputs else stem_pool
     self.classifier_before_pool = classifier_before_pool
     kernel, stride = (3, 1) if small_inputs else (7, 2)
-    self.conv1 = conv.conv(6, stem_width, kernel, strides=stride, padding=kernel // 2,
+    channels = ENCODED_CHANNELS if bcos else 3
+    self.conv1 = conv.conv(channels, stem_width, kernel, strides=stride, padding=kernel // 2,
                            rngs=rngs)
     self.bn1 = optional_norm(norm, stem_width)
     c_in = stem_width
@@ -138,16 +171,17 @@ class BcosResNet(nnx.Module):
         rate = stochastic_depth_prob * block_id / max(total - 1, 1)
         blocks.append(block_class(c_in, planes, strides=2 if (j == 0 and index > 0) else 1,
                                   groups=groups, base_width=width_per_group, drop_rate=rate,
-                                  conv=conv, norm=norm, rngs=rngs))
+                                  conv=conv, norm=norm, act=act, rngs=rngs))
         block_id += 1
         c_in = planes * block_class.expansion
       stages.append(nnx.List(blocks))
     self.stages = nnx.List(stages)
-    self.head = conv.conv(c_in, num_classes, 1, rngs=rngs)
+    self.head = (conv.conv(c_in, num_classes, 1, use_bias=head_bias, rngs=rngs) if bcos
+                 else StandardDense(c_in, num_classes, use_bias=head_bias, rngs=rngs))
     self.logit_layer = LogitLayer(logit_temperature, logit_bias, num_classes)
 
   def features(self, x: jax.Array, *, explain: bool = False) -> jax.Array:
-    x = apply_norm(self.bn1, self.conv1(x, explain=explain), explain=explain)
+    x = self.act(apply_norm(self.bn1, self.conv1(x, explain=explain), explain=explain))
     x = _stem_pool(x, self.stem_pool)
     for stage in self.stages:
       for block in stage:
@@ -155,18 +189,21 @@ class BcosResNet(nnx.Module):
     return x
 
   def __call__(self, x: jax.Array, *, explain: bool = False) -> jax.Array:
-    check_encoded(x, "BcosResNet")
-    x = self.features(x, explain=explain)
+    (check_encoded if self.bcos else check_rgb)(x, type(self).__name__)
+    x = self.features(self.input_norm(x), explain=explain)
     if self.classifier_before_pool:
       x = self.head(x, explain=explain).mean(axis=(1, 2))
-    else:
+    elif self.bcos:
       x = self.head(x.mean(axis=(1, 2), keepdims=True), explain=explain)[:, 0, 0]
+    else:
+      x = self.head(x.mean(axis=(1, 2)))
     return self.logit_layer(x)
 
 
 def torch_keys(model: BcosResNet, p: str) -> KeyMap:
   """torchvision's names: conv1/bn1, layer{s}.{j}.conv{n}/bn{n}, downsample.0/1, fc."""
-  keys = conv_keys(f"{p}conv1", ("conv1",)) | norm_keys(f"{p}bn1", ("bn1",), model.bn1)
+  keys = conv_keys(f"{p}conv1", ("conv1",), model.conv1) | norm_keys(f"{p}bn1", ("bn1",),
+                                                                      model.bn1)
   for s, stage in enumerate(model.stages):
     for j, block in enumerate(stage):
       prefix, path = f"{p}layer{s + 1}.{j}", ("stages", s, j)
@@ -177,7 +214,9 @@ def torch_keys(model: BcosResNet, p: str) -> KeyMap:
       if block.downsample is not None:
         keys |= conv_norm_keys(f"{prefix}.downsample.0", f"{prefix}.downsample.1",
                                (*path, "downsample"), block.downsample)
-  return keys | conv_keys(f"{p}fc", ("head",))
+  if isinstance(model.head, StandardDense):
+    return keys | linear_keys(f"{p}fc", ("head",), model.head)
+  return keys | conv_keys(f"{p}fc", ("head",), model.head)
 
 
 def _last_block(model: BcosResNet) -> tuple[str, str]:
@@ -185,6 +224,21 @@ def _last_block(model: BcosResNet) -> tuple[str, str]:
 
 
 FAMILY = registry.Family("resnet", BcosResNet, torch_keys, grad_cam_layer=_last_block)
+# torchvision's ResNets (RGB normalised outside, biases, centered BatchNorm,
+# ReLU, max-pooling, a linear head after pooling), with torchvision's keys.
+STANDARD_FAMILY = registry.Family(
+    "standard_resnet", BcosResNet, torch_keys, grad_cam_layer=_last_block,
+    input_encoding="imagenet_normalized_rgb", bcos=False,
+    defaults=dict(bcos=False, activation="relu", norm="BatchNorm2d", stem_pool="max",
+                  classifier_before_pool=False, head_bias=True, logit_bias=0.0))
+# B-cosified torchvision ResNets (Arya et al., NeurIPS 2024): B = 2 convs over
+# the raw pretrained kernels, uncentered BatchNorm without bias, ReLU kept,
+# average pooling in the stem, the head before pooling, the 6-channel input
+# normalised inside; keys of the official `BcosifyNetwork` (`model.` + torchvision).
+BCOSIFIED_FAMILY = registry.Family(
+    "bcosified_resnet", BcosResNet, torch_keys, grad_cam_layer=_last_block,
+    defaults=dict(activation="relu", unit_norm_kernels=False, input_mean=IMAGENET_ADD_INVERSE_MEAN,
+                  input_std=IMAGENET_ADD_INVERSE_STD))
 
 # The v2 torch.hub models.
 _BASIC, _BOTTLENECK = dict(block="basic"), dict(block="bottleneck")
@@ -209,3 +263,18 @@ registry.register("cifar10_resnet56", FAMILY, layers=(9, 9, 9), **_CIFAR)
 registry.register("v1_resnet34", FAMILY, torch_prefix="0.", layers=(3, 4, 6, 3), block="basic",
                   max_out=2, v1_scale_divisor=100.0, norm="", logit_temperature=10.0,
                   logit_bias=math.log(0.01 / 0.99))
+# torchvision's ResNets, and the same B-cosified (`bcos_jax.convert.bcosify`).
+_18, _34 = dict(layers=(2, 2, 2, 2), **_BASIC), dict(layers=(3, 4, 6, 3), **_BASIC)
+_50, _101 = dict(layers=(3, 4, 6, 3), **_BOTTLENECK), dict(layers=(3, 4, 23, 3), **_BOTTLENECK)
+_152 = dict(layers=(3, 8, 36, 3), **_BOTTLENECK)
+registry.register("standard_resnet18", STANDARD_FAMILY, **_18)
+registry.register("standard_resnet34", STANDARD_FAMILY, **_34)
+registry.register("standard_resnet50", STANDARD_FAMILY, **_50)
+registry.register("standard_resnet101", STANDARD_FAMILY, **_101)
+registry.register("standard_resnet152", STANDARD_FAMILY, **_152)
+_M = "model."  # the official BcosifyNetwork keeps the network as `model`
+registry.register("bcosified_resnet18", BCOSIFIED_FAMILY, torch_prefix=_M, **_18)
+registry.register("bcosified_resnet34", BCOSIFIED_FAMILY, torch_prefix=_M, **_34)
+registry.register("bcosified_resnet50", BCOSIFIED_FAMILY, torch_prefix=_M, **_50)
+registry.register("bcosified_resnet101", BCOSIFIED_FAMILY, torch_prefix=_M, **_101)
+registry.register("bcosified_resnet152", BCOSIFIED_FAMILY, torch_prefix=_M, **_152)

@@ -14,6 +14,7 @@ from flax import nnx
 
 from bcos_jax.nn.bcos_dense import BcosDense
 from bcos_jax.nn.norms import BatchNorm
+from bcos_jax.nn.standard_layers import StandardConv
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,9 +36,20 @@ KeyMap = dict[str, Target]
 KeyMapFn = Callable[[nnx.Module, str], KeyMap]
 
 
-def conv_keys(prefix: str, path: tuple) -> KeyMap:
-  """A B-cos conv: the official `BcosConv2d` keeps its kernel in `.linear`."""
-  return {f"{prefix}.linear.weight": Target((*path, "kernel"), "conv")}
+def conv_keys(prefix: str, path: tuple, layer: nnx.Module | None = None) -> KeyMap:
+  """A B-cos conv (the official `BcosConv2d` keeps its kernel in `.linear`; a learned B
+  is `.b`) or, for a `StandardConv` `layer`, torch's `Conv2d` (`.weight`, `.bias`)."""
+  if isinstance(layer, StandardConv):
+    keys = {f"{prefix}.weight": Target((*path, "kernel"), "conv")}
+    if layer.bias is not None:
+      keys[f"{prefix}.bias"] = Target((*path, "bias"), "same")
+    return keys
+  keys = {f"{prefix}.linear.weight": Target((*path, "kernel"), "conv")}
+  if getattr(layer, "bias", None) is not None:
+    keys[f"{prefix}.linear.bias"] = Target((*path, "bias"), "same")
+  if getattr(layer, "learned_b", None) is not None:
+    keys[f"{prefix}.b"] = Target((*path, "learned_b"), "same")
+  return keys
 
 
 def norm_keys(prefix: str, path: tuple, norm: nnx.Module | None) -> KeyMap:
@@ -51,14 +63,17 @@ def norm_keys(prefix: str, path: tuple, norm: nnx.Module | None) -> KeyMap:
     keys[f"{prefix}.bias"] = Target((*path, "bias"), "same")
   if isinstance(norm, BatchNorm):
     keys[f"{prefix}.running_var"] = Target((*path, "running_var"), "same")
-    keys[f"{prefix}.running_mean"] = Target(None, "same", (norm.features,))
+    # The uncentered layer keeps the official buffer but never reads it.
+    keys[f"{prefix}.running_mean"] = (Target(None, "same", (norm.features,))
+                                      if norm.running_mean is None
+                                      else Target((*path, "running_mean"), "same"))
     keys[f"{prefix}.num_batches_tracked"] = Target(None, "same", ())
   return keys
 
 
 def conv_norm_keys(conv_prefix: str, norm_prefix: str, path: tuple, unit) -> KeyMap:
   """A `bcos_jax.nn.ConvNorm`: its conv and (if any) its norm."""
-  return (conv_keys(conv_prefix, (*path, "conv"))
+  return (conv_keys(conv_prefix, (*path, "conv"), unit.conv)
           | norm_keys(norm_prefix, (*path, "norm"), unit.norm))
 
 

@@ -18,7 +18,16 @@ from flax import nnx
 from bcos_jax.errors import UserError
 from bcos_jax.models import registry
 from bcos_jax.models.torch_keys import KeyMap, Target, conv_keys, linear_keys, norm_keys
-from bcos_jax.nn import BcosConv, BcosDense, LogitLayer, check_encoded, check_rgb, make_norm
+from bcos_jax.nn import (
+  BcosConv,
+  BcosDense,
+  LogitLayer,
+  StandardConv,
+  StandardDense,
+  check_encoded,
+  check_rgb,
+  make_norm,
+)
 from bcos_jax.nn.norms import GroupNorm, LayerNorm
 
 
@@ -32,17 +41,6 @@ def sincos_position_embedding(height: int, width: int, dim: int,
   y = y.reshape(-1)[:, None] * omega[None]
   x = x.reshape(-1)[:, None] * omega[None]
   return jnp.concatenate([jnp.sin(x), jnp.cos(x), jnp.sin(y), jnp.cos(y)], axis=1)
-
-
-class _Linear(nnx.Module):
-  """An ordinary linear map that accepts (and ignores) `explain`, for the baselines."""
-
-  def __init__(self, d_in, d_out, *, use_bias=True, rngs):
-    self.linear = nnx.Linear(d_in, d_out, use_bias=use_bias, rngs=rngs)
-
-  def __call__(self, x, *, explain=False):
-    del explain
-    return self.linear(x)
 
 
 def _activation(x: jax.Array, bcos: bool) -> jax.Array:
@@ -59,7 +57,7 @@ class _Layers:
   def linear(self, d_in, d_out, *, use_bias=True):
     if self.bcos:
       return BcosDense(d_in, d_out, b=self.b, rngs=self.rngs)
-    return _Linear(d_in, d_out, use_bias=use_bias, rngs=self.rngs)
+    return StandardDense(d_in, d_out, use_bias=use_bias, rngs=self.rngs)
 
   def norm(self, dim):
     return make_norm(self.norm_name, dim) if self.bcos else LayerNorm(dim)
@@ -116,12 +114,13 @@ class ConvStemLayer(nnx.Module):
       self.conv = BcosConv(c_in, c_out, 3, strides=strides, padding=1, b=layers.b, rngs=rngs)
       self.norm = make_norm(norm2d, c_out)
     else:
-      self.conv = nnx.Conv(c_in, c_out, (3, 3), strides=strides, padding=1, rngs=rngs)
+      self.conv = StandardConv(c_in, c_out, 3, strides=strides, padding=1, use_bias=True,
+                               rngs=rngs)
       self.norm = GroupNorm(c_out, 1)  # the baselines' DetachableGNLayerNorm2d, affine
     self.bcos = layers.bcos
 
   def __call__(self, x, *, explain=False):
-    x = self.conv(x, explain=explain) if self.bcos else self.conv(x)
+    x = self.conv(x, explain=explain)
     return _activation(self.norm(x, explain=explain), self.bcos)
 
 
@@ -188,12 +187,8 @@ def torch_keys(model: BcosSimpleViT, p: str) -> KeyMap:
   linear_head (norm, linear)."""
   keys = {}
   for i, layer in enumerate(model.stem):
-    conv = f"{p}to_patch_embedding.conv_stem.{3 * i}"
-    if model.bcos:
-      keys |= conv_keys(conv, ("stem", i, "conv"))
-    else:
-      keys[f"{conv}.weight"] = Target(("stem", i, "conv", "kernel"), "conv")
-      keys[f"{conv}.bias"] = Target(("stem", i, "conv", "bias"), "same")
+    keys |= conv_keys(f"{p}to_patch_embedding.conv_stem.{3 * i}", ("stem", i, "conv"),
+                      layer.conv)
     keys |= norm_keys(f"{p}to_patch_embedding.conv_stem.{3 * i + 1}", ("stem", i, "norm"),
                       layer.norm)
   keys |= linear_keys(f"{p}to_patch_embedding.linear", ("patch_embedding",),

@@ -22,7 +22,7 @@ ABS_COS_EPS = 1e-6
 Padding = str | int | Sequence[int] | Sequence[tuple[int, int]]
 
 
-def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
+def pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
   if isinstance(value, int):
     return (value, value)
   value = tuple(value)
@@ -69,9 +69,9 @@ def max_out(linear_out: jax.Array, units: int) -> jax.Array:
   return linear_out.reshape(*batch, channels // units, units).max(axis=-1)
 
 
-def dynamic_scale(linear_out: jax.Array, norm: jax.Array, b: float) -> jax.Array:
-  """|cos|^(B-1), with cos = (ŵ·x)/||x|| (ŵ has unit norm)."""
-  if b == 2:
+def dynamic_scale(linear_out: jax.Array, norm: jax.Array, b: float | jax.Array) -> jax.Array:
+  """|cos|^(B-1), with cos = (ŵ·x)/||x|| (ŵ has unit norm); B a number or a learned scalar."""
+  if isinstance(b, (int, float)) and b == 2:
     return jnp.abs(linear_out) / norm
   abs_cos = jnp.abs(linear_out / norm) + ABS_COS_EPS
   return abs_cos ** (b - 1)
@@ -99,6 +99,12 @@ class BcosConv(nnx.Module):
       its per-B constant).
     v1_scale_divisor: when set, the divisor is instead the v1 per-layer scale
       `sqrt(kh·kw)·sqrt(in_features)/v1_scale_divisor` (`v1_scale`).
+    unit_norm_kernel: normalise each unit's weights (B-cos); False keeps the raw
+      kernel, as B-cosification does with a pretrained one (its "B-cosify" layers).
+    use_bias: add a bias to the linear output before the dynamic scale (the
+      B-cosification ablation that keeps the pretrained biases; no longer exact).
+    learn_b: B becomes a trainable scalar starting at `b`, clamped at 1 + 1e-6 (the
+      B-cosification ablation).
     rngs: for the weight initialisation.
   """
 
@@ -106,7 +112,8 @@ class BcosConv(nnx.Module):
                *, strides: int | Sequence[int] = 1, padding: Padding = 0,
                dilation: int | Sequence[int] = 1, feature_group_count: int = 1,
                b: float = 2.0, max_out: int = 1, scale: float = 1.0,
-               v1_scale_divisor: float | None = None, rngs: nnx.Rngs):
+               v1_scale_divisor: float | None = None, unit_norm_kernel: bool = True,
+               use_bias: bool = False, learn_b: bool = False, rngs: nnx.Rngs):
     if b < 1:
       raise ValueError(f"B must be >= 1, got b={b}")
     if max_out < 1:
@@ -121,9 +128,9 @@ class BcosConv(nnx.Module):
           f"feature_group_count={feature_group_count} so each output has one patch norm")
     self.in_features = in_features
     self.out_features = out_features
-    self.kernel_size = _pair(kernel_size, "kernel_size")
-    self.strides = _pair(strides, "strides")
-    self.dilation = _pair(dilation, "dilation")
+    self.kernel_size = pair(kernel_size, "kernel_size")
+    self.strides = pair(strides, "strides")
+    self.dilation = pair(dilation, "dilation")
     self.padding = padding
     explicit_padding(padding, (1, 1), self.kernel_size, self.strides, self.dilation)  # validates
     self.feature_group_count = feature_group_count
@@ -136,6 +143,10 @@ class BcosConv(nnx.Module):
     # normalised) but keeps Adam's relative step sizes as in PyTorch.
     init = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
     self.kernel = nnx.Param(init(rngs.params(), kernel_shape, jnp.float32))
+    self.unit_norm_kernel = unit_norm_kernel
+    self.bias = (nnx.Param(jnp.zeros((out_features * max_out,), jnp.float32)) if use_bias
+                 else None)
+    self.learned_b = nnx.Param(jnp.asarray(self.b, jnp.float32)) if learn_b else None
 
   def _pads(self, x: jax.Array) -> tuple[tuple[int, int], ...]:
     return explicit_padding(self.padding, x.shape[1:3], self.kernel_size, self.strides,
@@ -143,11 +154,14 @@ class BcosConv(nnx.Module):
 
   def linear(self, x: jax.Array) -> jax.Array:
     """ŵ·x for every linear unit (before MaxOut): (N, H', W', out·max_out)."""
-    kernel = unit_norm(self.kernel[...], axes=(0, 1, 2))
-    return jax.lax.conv_general_dilated(
+    kernel = self.kernel[...]
+    if self.unit_norm_kernel:
+      kernel = unit_norm(kernel, axes=(0, 1, 2))
+    out = jax.lax.conv_general_dilated(
         x, kernel.astype(x.dtype), window_strides=self.strides, padding=self._pads(x),
         rhs_dilation=self.dilation, dimension_numbers=("NHWC", "HWIO", "NHWC"),
         feature_group_count=self.feature_group_count)
+    return out if self.bias is None else out + self.bias[...].astype(x.dtype)
 
   def patch_norm(self, x: jax.Array) -> jax.Array:
     """||x|| of the patch each output sees: (N, H', W', out) or broadcastable.
@@ -181,8 +195,9 @@ class BcosConv(nnx.Module):
     if x.ndim != 4 or x.shape[-1] != self.in_features:
       raise ValueError(f"BcosConv expects (N, H, W, {self.in_features}) inputs, got {x.shape}")
     out = max_out(self.linear(x), self.max_out)
-    if self.b != 1:
-      scale = dynamic_scale(out, self.patch_norm(x), self.b)
+    if self.learned_b is not None or self.b != 1:
+      scale = dynamic_scale(out, self.patch_norm(x), self.b if self.learned_b is None
+                            else jnp.maximum(self.learned_b[...], 1 + ABS_COS_EPS))
       if explain:
         scale = jax.lax.stop_gradient(scale)
       out = scale * out

@@ -56,6 +56,39 @@ def normalize_rgb(images: jax.Array, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> ja
   return (images - jnp.asarray(mean, images.dtype)) / jnp.asarray(std, images.dtype)
 
 
+# The same statistics for the add-inverse channels: B-cosified networks normalise
+# their 6-channel input with these inside the model (the official
+# B-cosification's `bcosifynormalize`), so their pretrained first conv sees
+# what it was trained on.
+IMAGENET_ADD_INVERSE_MEAN = (*IMAGENET_MEAN, *(1.0 - m for m in IMAGENET_MEAN))
+IMAGENET_ADD_INVERSE_STD = (*IMAGENET_STD, *IMAGENET_STD)
+
+
+@dataclasses.dataclass(frozen=True)
+class InputNormalisation:
+  """(x - mean) / std per channel inside a model, or nothing.
+
+  An affine map in front of a B-cos network: W(x) is still the explanation,
+  but the contributions x·W(x) then sum to the logit minus its bias minus
+  W(x)·mean (`bcos_jax.explain.mean_offset`).
+  """
+  mean: tuple[float, ...] | None = None
+  std: tuple[float, ...] | None = None
+
+  @classmethod
+  def of(cls, mean, std) -> "InputNormalisation":
+    if (mean is None) != (std is None) or (mean is not None and len(mean) != len(std)):
+      raise UserError(f"input_mean and input_std must both be set, with one value per "
+                       f"channel, or both None; got {mean} and {std}")
+    return cls(None if mean is None else tuple(map(float, mean)),
+               None if std is None else tuple(map(float, std)))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if self.mean is None:
+      return x
+    return (x - jnp.asarray(self.mean, x.dtype)) / jnp.asarray(self.std, x.dtype)
+
+
 def check_encoded(x: jax.Array, model_name: str = "this model") -> None:
   """Raises a clear error unless `x` is an NHWC batch of encoded images.
 

@@ -12,6 +12,7 @@ The official `NoBias` / `Unaffine` wrappers are `use_bias=False` /
 """
 
 import functools
+import math
 from collections.abc import Callable
 
 import jax
@@ -67,15 +68,18 @@ class _AffineNorm(nnx.Module):
 
 
 class BatchNorm(_AffineNorm):
-  """Uncentered BatchNorm (official `BatchNormUncentered2d`) over all but the last axis.
+  """Uncentered BatchNorm (official `BatchNormUncentered2d`) over all but the last axis,
+  or torch's centered `nn.BatchNorm2d` (`centered=True`, the conventional networks).
 
   Training normalises with the batch's biased variance and updates the running
-  variance with it (momentum 0.1); evaluation (`use_running_average=True`, set
-  by `model.eval()` or `nnx.view`) uses the running variance.
+  variance with it (momentum 0.1; the centered torch layer updates it with the
+  unbiased variance and keeps a running mean); evaluation
+  (`use_running_average=True`, set by `model.eval()` or `nnx.view`) uses the
+  running statistics.
   """
 
   def __init__(self, features: int, *, use_scale: bool = True, use_bias: bool = True,
-               momentum: float = MOMENTUM, eps: float = EPS,
+               centered: bool = False, momentum: float = MOMENTUM, eps: float = EPS,
                use_running_average: bool = False, rngs: nnx.Rngs | None = None):
     del rngs  # Deterministic initialisation; accepted for a uniform signature.
     super().__init__(features, use_scale, use_bias)
@@ -83,6 +87,7 @@ class BatchNorm(_AffineNorm):
     self.eps = eps
     self.use_running_average = use_running_average
     self.running_var = nnx.BatchStat(jnp.ones((features,), jnp.float32))
+    self.running_mean = nnx.BatchStat(jnp.zeros((features,), jnp.float32)) if centered else None
 
   def set_view(self, use_running_average: bool | None = None):
     """Used by `nnx.view(model, use_running_average=...)`."""
@@ -92,15 +97,32 @@ class BatchNorm(_AffineNorm):
   def __call__(self, x: jax.Array, *, explain: bool = False) -> jax.Array:
     self._check(x)
     axes = tuple(range(x.ndim - 1))
+    centered = self.running_mean is not None
     if self.use_running_average:
       var = self.running_var[...].astype(x.dtype)
+      mean = self.running_mean[...].astype(x.dtype) if centered else None
     else:
       mean = jnp.mean(x, axis=axes)
       var = jnp.mean(jnp.square(x - mean), axis=axes)
-      new = (1 - self.momentum) * self.running_var[...] + self.momentum * var.astype(jnp.float32)
-      self.running_var[...] = jax.lax.stop_gradient(new)
+      self.running_var[...] = self._updated(self.running_var, var * self._unbiasing(x, axes))
+      if centered:
+        self.running_mean[...] = self._updated(self.running_mean, mean)
+    if centered:
+      std = jnp.sqrt(var + self.eps)
+      return self._affine((x - mean) / (jax.lax.stop_gradient(std) if explain else std))
     return self._affine(normalise(x, axes, centered=False, explain=explain, eps=self.eps,
                                   var=var))
+
+  def _unbiasing(self, x: jax.Array, axes: tuple[int, ...]) -> float:
+    """n / (n - 1) for torch's centered layer, whose running variance is unbiased."""
+    if self.running_mean is None:
+      return 1.0
+    n = math.prod(x.shape[a] for a in axes)
+    return n / max(n - 1, 1)
+
+  def _updated(self, running: nnx.BatchStat, batch: jax.Array) -> jax.Array:
+    new = (1 - self.momentum) * running[...] + self.momentum * batch.astype(jnp.float32)
+    return jax.lax.stop_gradient(new)
 
 
 class GroupNorm(_AffineNorm):
@@ -164,6 +186,8 @@ def _variants(name: str, factory: NormFactory) -> dict[str, NormFactory]:
 # Unaffine variants; a factory takes (features, *, rngs).
 NORM_LAYERS: dict[str, NormFactory] = {
     **_variants("BatchNormUncentered2d", BatchNorm),
+    # torch's nn.BatchNorm2d: the conventional networks (not dynamic-linear).
+    **_variants("BatchNorm2d", functools.partial(BatchNorm, centered=True)),
     **_variants("GNLayerNormUncentered2d", functools.partial(GroupNorm, num_groups=1,
                                                               centered=False)),
     **_variants("PositionNormUncentered2d", functools.partial(LayerNorm, centered=False)),
