@@ -40,6 +40,11 @@ ARCHITECTURES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                  "densenet121", "densenet161", "densenet169", "densenet201")
 STANDARD_PREFIX, BCOSIFIED_PREFIX = "standard_", "bcosified_"
 BCOSIFIED_TORCH_PREFIX = "model."
+# The builder arguments that shape a network: a conventional model's carry
+# over to its B-cosified version (its other options are the family's).
+ARCHITECTURE_OPTIONS = ("block", "layers", "num_classes", "stem_width", "groups",
+                        "width_per_group", "small_inputs", "growth_rate", "block_config",
+                        "bn_size")
 
 
 def _num_classes(state_dict: Mapping[str, np.ndarray]) -> int:
@@ -52,10 +57,14 @@ def _num_classes(state_dict: Mapping[str, np.ndarray]) -> int:
   return int(np.shape(state_dict[linear[0]])[0])
 
 
-def _fits(name: str, state_dict: Mapping[str, np.ndarray], num_classes: int) -> list[str]:
+def _fits(name: str, state_dict: Mapping[str, np.ndarray], architecture) -> list[str]:
   """The problems of loading `state_dict` into model `name` (empty: it fits)."""
-  abstract = nnx.eval_shape(lambda: models.create(name, rngs=nnx.Rngs(0),
-                                                  num_classes=num_classes))
+  options = {"num_classes": _num_classes(state_dict), **architecture}
+  try:
+    models.config_for(name, **options)
+  except UserError as error:  # e.g. a DenseNet's growth_rate given to a ResNet
+    return [str(error)]
+  abstract = nnx.eval_shape(lambda: models.create(name, rngs=nnx.Rngs(0), **options))
   expected = expected_state_dict_shapes(abstract)
   problems = [f"missing {k}" for k in sorted(set(expected) - set(state_dict))]
   problems += [f"unexpected {k}" for k in sorted(set(state_dict) - set(expected))]
@@ -65,15 +74,15 @@ def _fits(name: str, state_dict: Mapping[str, np.ndarray], num_classes: int) -> 
   return problems
 
 
-def identify_architecture(state_dict: Mapping[str, np.ndarray]) -> str:
-  """The torchvision architecture (e.g. "resnet50") whose keys and shapes `state_dict` has.
+def identify_architecture(state_dict: Mapping[str, np.ndarray], **architecture) -> str:
+  """The torchvision architecture (e.g. "resnet50") whose keys and shapes `state_dict` has
+  (with the `ARCHITECTURE_OPTIONS` in `architecture`, if it is a variant).
 
   Raises:
     StateDictMismatchError: if it is none of `ARCHITECTURES`; the message lists
       the mismatches of the closest one.
   """
-  num_classes = _num_classes(state_dict)
-  problems = {arch: _fits(STANDARD_PREFIX + arch, state_dict, num_classes)
+  problems = {arch: _fits(STANDARD_PREFIX + arch, state_dict, architecture)
               for arch in ARCHITECTURES}
   for arch, found in problems.items():
     if not found:
@@ -144,7 +153,7 @@ def bcosified_state_dict(state_dict: Mapping[str, np.ndarray], *, keep_biases: b
 
 def bcosify(source: nnx.Module | Mapping[str, np.ndarray], *, arch: str | None = None,
             b: float = 2.0, learn_b: bool = False, keep_biases: bool = False,
-            relu: bool = True) -> nnx.Module:
+            relu: bool = True, **architecture) -> nnx.Module:
   """B-cosifies a conventional network.
 
   Args:
@@ -158,6 +167,8 @@ def bcosify(source: nnx.Module | Mapping[str, np.ndarray], *, arch: str | None =
     keep_biases: keep the pretrained biases (an official ablation; the
       contributions then no longer sum to the logit).
     relu: keep the ReLUs (official); False replaces them by the identity.
+    **architecture: for a state dict of a variant of the architecture, its
+      `ARCHITECTURE_OPTIONS` (e.g. `stem_width=32`); a model's come with it.
 
   Returns:
     The `bcosified_<arch>` model in evaluation mode; it takes `add_inverse`
@@ -167,6 +178,10 @@ def bcosify(source: nnx.Module | Mapping[str, np.ndarray], *, arch: str | None =
     UserError: for a model that is already a B-cos network, an unknown
       architecture, or a state dict that does not fit it (every mismatch listed).
   """
+  unknown = sorted(set(architecture) - set(ARCHITECTURE_OPTIONS))
+  if unknown:
+    raise UserError(f"unknown architecture option(s) {unknown}; known: "
+                     f"{', '.join(ARCHITECTURE_OPTIONS)}")
   if isinstance(source, nnx.Module):
     found = models.info(source)
     if found.bcos:
@@ -179,20 +194,22 @@ def bcosify(source: nnx.Module | Mapping[str, np.ndarray], *, arch: str | None =
                        f"({', '.join(STANDARD_PREFIX + a for a in ARCHITECTURES)}), "
                        f"not {found.name}")
     arch = found.name.removeprefix(STANDARD_PREFIX)
+    shape = {k: v for k, v in source.config.kwargs if k in ARCHITECTURE_OPTIONS}
     state_dict = to_torch_state_dict(source)
   else:
     state_dict = {k: np.asarray(v) for k, v in source.items()}
+    shape = dict(architecture)
     if arch is None:
-      arch = identify_architecture(state_dict)
+      arch = identify_architecture(state_dict, **architecture)
     elif arch not in ARCHITECTURES:
       raise UserError(f"unknown architecture {arch!r}; bcosify knows {', '.join(ARCHITECTURES)}")
     else:
-      problems = _fits(STANDARD_PREFIX + arch, state_dict, _num_classes(state_dict))
+      problems = _fits(STANDARD_PREFIX + arch, state_dict, architecture)
       if problems:
         raise StateDictMismatchError(
             f"the state dict is no torchvision {arch} ({len(problems)} problem(s)):\n  "
             + "\n  ".join(problems))
-  overrides = dict(b=b, num_classes=_num_classes(state_dict))
+  overrides = dict(shape, b=b, num_classes=_num_classes(state_dict))
   if learn_b:
     overrides["learn_b"] = True
   if keep_biases:

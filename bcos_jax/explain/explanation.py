@@ -98,7 +98,8 @@ def explain(model: nnx.Module, x6: jax.Array, targets: jax.Array | None = None) 
 
   Returns:
     An `Explanation`; `weights[i]` is W_t(x_i), and `contributions[i]` sums
-    to logits[i, t] minus the model's logit bias.
+    to logits[i, t] minus the model's logit bias (and minus `mean_offset`
+    for a model that normalises its input, a B-cosified one).
 
   Raises:
     ValueError: if the model is not a B-cos network, x6 not an encoded NHWC
@@ -156,3 +157,23 @@ def explain_unit(model: nnx.Module, x6: jax.Array, layer: str | Sequence[str | i
   position = None if position is None else tuple(int(p) for p in position)
   graphdef, state = nnx.split(models.eval_mode(model))
   return _explain_unit_jit(graphdef, state, x6, path, int(channel), position)
+
+
+def mean_offset(model: nnx.Module, weights: jax.Array) -> jax.Array:
+  """-W(x)·mean: what a model's own input normalisation adds to an explained logit.
+
+  A B-cosified network computes f((x - mean) / std) with f dynamic-linear, so
+  logit = bias + sum(x · W(x)) - W(x)·mean, where W(x) (`Explanation.weights`)
+  is taken w.r.t. the encoded input x. Zero for models without one.
+
+  Args:
+    model: the explained model.
+    weights: (..., H, W, C) dynamic weights, e.g. `Explanation.weights`.
+
+  Returns:
+    (...,) the offset of each explained logit.
+  """
+  norm = getattr(model, "input_norm", None)
+  if norm is None or norm.mean is None:
+    return jnp.zeros(weights.shape[:-3], weights.dtype)
+  return -jnp.sum(weights * jnp.asarray(norm.mean, weights.dtype), axis=(-3, -2, -1))
