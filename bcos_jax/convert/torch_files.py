@@ -1,4 +1,4 @@
-"""Reading PyTorch checkpoint files into NumPy without PyTorch.
+"""Reading PyTorch checkpoint files into NumPy without PyTorch, and writing state dicts.
 
 Three layouts exist:
 - zip (torch.save since PyTorch 1.6): `<root>/data.pkl` plus one raw file
@@ -10,7 +10,9 @@ Three layouts exist:
   is a `torch.storage._load_from_bytes` call on a torch.save of it.
 In all of them tensors are pickled as `torch._utils._rebuild_tensor_v2` on
 storages. This reader rebuilds them as NumPy arrays and refuses every other
-global, so a checkpoint cannot run code.
+global, so a checkpoint cannot run code. `save_state_dict` writes the zip
+layout, so bcos_jax weights (`bcos_jax.convert.to_torch_state_dict`) load in
+PyTorch with `torch.load`.
 """
 
 import collections
@@ -233,3 +235,84 @@ def state_dict_from_file(path: str | pathlib.Path) -> dict[str, np.ndarray]:
   if obj and all(k.startswith("module.") for k in obj):
     obj = {k.removeprefix("module."): v for k, v in obj.items()}
   return dict(obj)
+
+
+# -- Writing (the zip layout of torch.save).
+
+_STORAGE_NAMES = {np.dtype(v): k for k, v in _STORAGE_DTYPES.items() if k != "BFloat16Storage"}
+_ALIGNMENT = 64  # torch aligns every record's bytes, so that files can be memory-mapped
+
+
+def _pickle_unicode(text: str) -> bytes:
+  data = text.encode("utf-8")
+  return b"X" + struct.pack("<I", len(data)) + data
+
+
+def _pickle_int(value: int) -> bytes:
+  if 0 <= value < 2**31:
+    return b"J" + struct.pack("<i", value)
+  data = value.to_bytes((value.bit_length() + 8) // 8, "little", signed=True)
+  return b"\x8a" + bytes([len(data)]) + data  # LONG1
+
+
+def _pickle_int_tuple(values: tuple[int, ...]) -> bytes:
+  return b"(" + b"".join(_pickle_int(v) for v in values) + b"t"
+
+
+def _state_dict_pickle(arrays: dict[str, np.ndarray]) -> bytes:
+  """The pickle torch.save writes for a state dict: an OrderedDict of
+  `_rebuild_tensor_v2(storage, 0, size, stride, False, OrderedDict())`, storages
+  as persistent ids ("storage", <type>, key, "cpu", numel). Written opcode by
+  opcode, since the globals it names are PyTorch's."""
+  ordered_dict = b"ccollections\nOrderedDict\n)R"
+  out = [b"\x80\x02", ordered_dict]
+  for index, (key, value) in enumerate(arrays.items()):
+    strides = tuple(s // value.itemsize for s in value.strides) if value.ndim else ()
+    storage_id = (b"(" + _pickle_unicode("storage") + b"ctorch\n"
+                  + _STORAGE_NAMES[value.dtype].encode() + b"\n" + _pickle_unicode(str(index))
+                  + _pickle_unicode("cpu") + _pickle_int(max(value.size, 1)) + b"tQ")
+    out += [_pickle_unicode(key), b"ctorch._utils\n_rebuild_tensor_v2\n(", storage_id,
+            _pickle_int(0), _pickle_int_tuple(value.shape), _pickle_int_tuple(strides),
+            b"\x89", ordered_dict, b"tRs"]
+  out.append(b".")
+  return b"".join(out)
+
+
+def _write_aligned(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
+  """A stored record whose bytes start at a multiple of `_ALIGNMENT` (padding in the local
+  header's extra field, as torch's writer does)."""
+  info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+  header_end = archive.fp.tell() + 30 + len(name.encode()) + 4
+  padding = -header_end % _ALIGNMENT
+  info.extra = struct.pack("<HH", 0x4246, padding) + b"Z" * padding  # id "FB", as torch
+  archive.writestr(info, data, compress_type=zipfile.ZIP_STORED)
+
+
+def save_state_dict(state_dict: dict[str, np.ndarray], path: str | pathlib.Path) -> None:
+  """Writes `state_dict` (name -> NumPy array) as torch.save does (zip layout).
+
+  Args:
+    state_dict: e.g. `bcos_jax.convert.to_torch_state_dict(model)`.
+    path: the `.pth` file to write.
+
+  Raises:
+    UserError: for an array of a dtype PyTorch storages do not have.
+  """
+  arrays = {}
+  for key, value in state_dict.items():
+    value = np.asarray(value)
+    value = value if value.flags.c_contiguous else value.copy(order="C")  # keeps 0-d arrays
+    if value.dtype not in _STORAGE_NAMES:
+      raise UserError(f"{key}: dtype {value.dtype} has no PyTorch storage type")
+    arrays[key] = value
+  root = pathlib.Path(path).stem or "archive"
+  path = pathlib.Path(path)
+  partial = path.with_name(path.name + ".partial")
+  with zipfile.ZipFile(partial, "w", zipfile.ZIP_STORED) as archive:
+    _write_aligned(archive, f"{root}/data.pkl", _state_dict_pickle(arrays))
+    _write_aligned(archive, f"{root}/byteorder", b"little")
+    for index, value in enumerate(arrays.values()):
+      _write_aligned(archive, f"{root}/data/{index}", value.astype(value.dtype.newbyteorder("<"),
+                                                                    copy=False).tobytes())
+    _write_aligned(archive, f"{root}/version", b"3\n")
+  partial.replace(path)  # never a half-written checkpoint under the real name

@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from bcos_jax.models import registry
 from bcos_jax.errors import UserError
+from bcos_jax.models import registry
 from bcos_jax.models.torch_keys import KeyMap, conv_keys, linear_keys, norm_keys
 from bcos_jax.nn import (
   ENCODED_CHANNELS,

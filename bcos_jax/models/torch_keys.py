@@ -62,11 +62,12 @@ def norm_keys(prefix: str, path: tuple, norm: nnx.Module | None) -> KeyMap:
   if norm.bias is not None:
     keys[f"{prefix}.bias"] = Target((*path, "bias"), "same")
   if isinstance(norm, BatchNorm):
-    keys[f"{prefix}.running_var"] = Target((*path, "running_var"), "same")
-    # The uncentered layer keeps the official buffer but never reads it.
+    # In torch's order. The uncentered layer keeps the official running mean but
+    # never reads it.
     keys[f"{prefix}.running_mean"] = (Target(None, "same", (norm.features,))
                                       if norm.running_mean is None
                                       else Target((*path, "running_mean"), "same"))
+    keys[f"{prefix}.running_var"] = Target((*path, "running_var"), "same")
     keys[f"{prefix}.num_batches_tracked"] = Target(None, "same", ())
   return keys
 

@@ -28,10 +28,10 @@ from bcos_jax.nn.standard_layers import ACTIVATIONS, StandardConv, StandardDense
 from bcos_jax.nn.stochastic_depth import StochasticDepth
 
 __all__ = [
-    "ACTIVATIONS", "BatchNorm", "BcosConv", "BcosDense", "ConvNorm", "ConvOptions", "ENCODED_CHANNELS",
-    "GroupNorm", "IMAGENET_ADD_INVERSE_MEAN", "IMAGENET_ADD_INVERSE_STD", "INPUT_ENCODINGS",
-    "InputEncoding", "InputNormalisation", "LayerNorm", "LogitLayer", "NORM_LAYERS",
-    "StandardConv", "StandardDense", "StochasticDepth", "activation", "add_inverse", "apply_norm", "avg_pool", "box_smooth", "check_encoded",
-    "check_rgb", "get_encoding", "make_norm", "max_pool", "normalize_rgb", "optional_norm",
-    "uniform_prior_bias", "v1_scale",
+    "ACTIVATIONS", "BatchNorm", "BcosConv", "BcosDense", "ConvNorm", "ConvOptions",
+    "ENCODED_CHANNELS", "GroupNorm", "IMAGENET_ADD_INVERSE_MEAN", "IMAGENET_ADD_INVERSE_STD",
+    "INPUT_ENCODINGS", "InputEncoding", "InputNormalisation", "LayerNorm", "LogitLayer",
+    "NORM_LAYERS", "StandardConv", "StandardDense", "StochasticDepth", "activation", "add_inverse",
+    "apply_norm", "avg_pool", "box_smooth", "check_encoded", "check_rgb", "get_encoding",
+    "make_norm", "max_pool", "normalize_rgb", "optional_norm", "uniform_prior_bias", "v1_scale",
 ]

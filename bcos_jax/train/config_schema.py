@@ -19,6 +19,11 @@ def defaults() -> ConfigDict:
   config = ConfigDict()
   config.seed = 0
   config.model = ConfigDict({"name": "", "overrides": ConfigDict()})  # registry name, options
+  # Fine-tuning: a directory bcos_jax.models.load opens (a saved model, or a training workdir:
+  # its newest checkpoint, the parameter average when that run kept one) whose parameters and
+  # batch statistics replace the random initialisation; the optimiser starts afresh. An empty
+  # model.name takes its architecture. A checkpoint in the workdir resumes instead.
+  config.init_from = config_dict.placeholder(str)
   config.dataset = ""  # a tfds name, or bcos_digits
   config.data_dir = config_dict.placeholder(str)  # None: $TFDS_DATA_DIR or ~/tensorflow_datasets
   config.train_split = "train"

@@ -22,7 +22,7 @@ from bcos_jax.data import mixing
 from bcos_jax.errors import UserError
 from bcos_jax.evaluate import accuracy
 from bcos_jax.models.saving import config_as_json
-from bcos_jax.train import checkpointing, config_schema, losses, steps
+from bcos_jax.train import checkpointing, config_schema, init_from, losses, steps
 from bcos_jax.train import state as train_state
 from bcos_jax.train.metric_writer import MetricWriter, format_eta
 from bcos_jax.train.schedules import make_schedule
@@ -131,7 +131,9 @@ def _check_workdir_model(workdir: pathlib.Path, config: ConfigDict) -> None:
 def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[str, float]:
   """Trains `config.model` on `config.dataset`, evaluating and checkpointing into `workdir`.
 
-  Resumes from the newest checkpoint in `workdir` if there is one. SIGTERM
+  Starts from the variables of `config.init_from` when it is set (fine-tuning),
+  and resumes from the newest checkpoint in `workdir` if there is one (a
+  restarted fine-tuning run continues). SIGTERM
   saves a checkpoint and returns; a NaN/Inf loss raises NonFiniteLossError
   (the last good checkpoint stays).
 
@@ -142,7 +144,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
   workdir = pathlib.Path(workdir)
   # Everything the user may have mistyped is checked before anything is written.
   _check_workdir_model(workdir, config)
-  models.config_for(config.model.name, **config.model.overrides)
+  model, origin = init_from.initial_model(config)
+  name = model.config.name  # config.model.name may be empty: init_from's architecture
   mesh = sharding.make_mesh(config.num_devices, config.fsdp)
   sharding.check_batch_divides(config.batch_size, mesh)
   train_source = data.open_source(config.dataset, config.train_split, config.data_dir)
@@ -159,17 +162,17 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
   total_steps = config.num_steps or int(config.num_epochs * steps_per_epoch)
 
   devices = jax.devices()
-  say(f"training {config.model.name} on {config.dataset} ({len(train_source):,} "
+  say(f"training {name} on {config.dataset} ({len(train_source):,} "
       f"{config.train_split} / {len(eval_source):,} {config.eval_split} images): "
       f"{total_steps:,} steps of {config.batch_size} ({total_steps / steps_per_epoch:.3g} "
       f"epochs) on {len(devices)} {devices[0].platform} device(s), mesh "
       f"{' × '.join(f'{k}={v}' for k, v in mesh.shape.items())}")
-  model = models.create(config.model.name, rngs=nnx.Rngs(config.seed),
-                        **config.model.overrides)
+  if origin:
+    say(origin)
   options = steps.StepOptions.from_config(config)
   if options.aux_weight and not models.has_aux_head(model):
     raise UserError(f"config.loss.aux_weight={options.aux_weight} needs a model with an "
-                     f"auxiliary head, and {config.model.name} (with its overrides) has none: "
+                     f"auxiliary head, and {name} (with its overrides) has none: "
                      "set config.loss.aux_weight=0")
   bcos_model = models.info(model).bcos
   # The schedule counts optimiser updates: one per accumulate_steps batches.
@@ -189,7 +192,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
   restored = checkpointing.restore_latest(manager, state, train_iterator)
   if restored is not None:
     state = restored
-    say(f"resumed from the checkpoint of step {int(state.step)} in {workdir / 'checkpoints'}")
+    say(f"resumed from the checkpoint of step {int(state.step)} in {workdir / 'checkpoints'}"
+        + ("; config.init_from is not used: a restarted run continues" if origin else ""))
   state = sharding.place_state(state, mesh)
   train_step = steps.make_train_step(graphdef, optimizer, schedule, mesh, state, options)
   eval_step = accuracy.make_eval_step(graphdef, _evaluated_variables(state, use_ema), mesh,
@@ -199,7 +203,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
   explain_count = min(config.num_explanations, len(eval_source))
   if explain_count and not bcos_model:
     logging.info("%s is not a B-cos network: no explanations are written during training",
-                 config.model.name)
+                 name)
     explain_count = 0
   explain_records = [recipe.eval(eval_source[i]) for i in range(explain_count)]
   explain_images = np.stack([r["image"] for r in explain_records]) if explain_count else None

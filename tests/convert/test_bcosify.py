@@ -216,3 +216,33 @@ def test_bad_input_gives_clear_errors():
       nnx.eval_shape(lambda: models.create("resnet18", rngs=nnx.Rngs(0)))).items()}
   with pytest.raises(StateDictMismatchError):
     bcosify(v2)
+
+
+def test_convert_command_bcosifies_a_torchvision_checkpoint(tmp_path):
+  from absl import flags
+  from absl.testing import flagsaver
+
+  from bcos_jax.convert import __main__ as cli
+  from bcos_jax.convert.torch_files import save_state_dict
+
+  golden = load("bcosify_resnet18.npz")
+  state_dict = official_state_dict(golden)
+  save_state_dict(state_dict, tmp_path / "resnet18-f37072fd.pth")
+  with flagsaver.flagsaver():
+    argv = flags.FLAGS(["convert", "--bcosify", "--torch_checkpoint",
+                        str(tmp_path / "resnet18-f37072fd.pth"), "--out", str(tmp_path / "out")])
+    assert cli.main(argv) == 0
+  loaded = models.load(tmp_path / "out")
+  assert loaded.config.name == "bcosified_resnet18"
+  x6 = jnp.asarray(np.transpose(golden["x6"], (0, 2, 3, 1)))
+  assert_close(jax.jit(lambda x: loaded(x))(x6), golden["logits"], name="logits")
+  # The same file into the conventional model (torchvision's keys), and back out.
+  with flagsaver.flagsaver():
+    argv = flags.FLAGS(["convert", "--model", "standard_resnet18", "--torch_checkpoint",
+                        str(tmp_path / "resnet18-f37072fd.pth"), "--out", str(tmp_path / "std")])
+    assert cli.main(argv) == 0
+  standard = models.load(tmp_path / "std")
+  exported = to_torch_state_dict(standard)
+  assert list(exported) == list(state_dict)
+  for key, value in state_dict.items():
+    np.testing.assert_array_equal(exported[key], value, err_msg=key)

@@ -12,6 +12,7 @@ from absl import flags
 from absl.testing import flagsaver
 
 from bcos_jax.convert import torch_files
+from bcos_jax.errors import UserError
 
 FILES = pathlib.Path(__file__).parents[1] / "golden" / "torch_files"
 EXPECTED = json.loads((FILES / "expected.json").read_text())
@@ -89,3 +90,33 @@ def test_convert_command_writes_a_loadable_model(tmp_path):
   assert result.returncode == 2, result.stderr[-2000:]
   assert any(line.startswith("error: ") for line in result.stderr.splitlines()), result.stderr
   assert not (tmp_path / "bad").exists()
+
+
+def test_written_state_dicts_read_back_exactly(tmp_path):
+  """save_state_dict writes torch.save's zip layout: records 64-byte aligned, every
+  dtype and shape (0-d, empty, transposed) read back bit for bit."""
+  import struct
+  import zipfile
+
+  state_dict = {"conv.weight": np.random.default_rng(0).standard_normal((4, 3, 2, 2)),
+                "bn.num_batches_tracked": np.zeros((), np.int64),
+                "half": np.arange(6, dtype=np.float16).reshape(2, 3).T,
+                "empty": np.zeros((0, 3), np.float32), "flags": np.array([True, False])}
+  path = tmp_path / "written.pth"
+  torch_files.save_state_dict(state_dict, path)
+  read = torch_files.state_dict_from_file(path)
+  assert list(read) == list(state_dict)
+  for key, value in state_dict.items():
+    assert read[key].dtype == value.dtype and read[key].shape == value.shape, key
+    np.testing.assert_array_equal(read[key], value)
+  raw = path.read_bytes()
+  with zipfile.ZipFile(path) as archive:
+    names = archive.namelist()
+    for info in archive.infolist():
+      name_length, extra_length = struct.unpack("<HH", raw[info.header_offset + 26:
+                                                          info.header_offset + 30])
+      assert (info.header_offset + 30 + name_length + extra_length) % 64 == 0, info.filename
+  assert {"written/data.pkl", "written/version", "written/byteorder"} <= set(names)
+  assert not (tmp_path / "written.pth.partial").exists()
+  with pytest.raises(UserError, match="no PyTorch storage"):
+    torch_files.save_state_dict({"c": np.zeros(2, np.complex64)}, tmp_path / "bad.pth")

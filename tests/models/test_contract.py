@@ -39,7 +39,9 @@ def test_every_name_declares_its_input_and_whether_it_is_bcos():
     standard = name.startswith("standard_")
     assert found.bcos == (not standard), name
     assert found.encoding.name == ("imagenet_normalized_rgb" if standard else "add_inverse")
-    assert found.torch_prefix in ("", "0.")
+    assert found.torch_prefix in ("", "0.", "model.")
+    # The official BcosifyNetwork keeps the network as `model`.
+    assert (found.torch_prefix == "model.") == name.startswith("bcosified_"), name
 
 
 def test_v1_checkpoints_declare_their_sequential_prefix():
@@ -192,9 +194,15 @@ def test_saving_a_figure_leaves_pyplot_alone(tmp_path):
   assert matplotlib.get_backend() == backend and plt.get_fignums() == figures
 
 
-@pytest.mark.parametrize("name", [n for n in models.names() if n.startswith("standard_")])
+# Every ViT baseline, and one model per block type of the torchvision CNNs (all their
+# depths are checked against the official key lists in tests/convert/test_bcosify.py).
+_BASELINES = [n for n in models.names() if n.startswith("standard_") and "vit" in n]
+_BASELINES += ["standard_resnet18", "standard_resnet50", "standard_densenet121"]
+
+
+@pytest.mark.parametrize("name", _BASELINES)
 def test_every_standard_baseline_takes_its_encoded_rgb(name):
-  """Each of the 8 baselines at its real size (abstractly): the encoded RGB batch gives logits."""
+  """Each baseline at its real size (abstractly): the encoded RGB batch gives logits."""
   graphdef, state = nnx.split(nnx.eval_shape(lambda: models.create(name, rngs=nnx.Rngs(0))))
 
   def logits_of(state, images):
