@@ -31,6 +31,10 @@ VIT_SIZES = {
     "vitc_l_patch1_14": (1024, 50_000),
 }
 
+# The official B-cosification configs, then every other torchvision depth.
+BCOSIFY_MODELS = ["resnet18", "resnet50", "densenet121", "resnet34", "resnet101", "resnet152",
+                  "densenet161", "densenet169", "densenet201"]
+
 # Every config file and every variant its docstring lists.
 VARIANTS = {
     "digits.py": ["", "b=1.5", "width=1"],
@@ -47,6 +51,7 @@ VARIANTS = {
                            "model=convnext_base,accumulate=2",
                            "model=convnext_base_bnu,accumulate=2"],
     "vit_final.py": ["", *(f"model={m}" for m in VIT_SIZES)],
+    "bcosify.py": ["", *(f"model={m}" for m in BCOSIFY_MODELS)],
 }
 ALL_VARIANTS = [(n, v) for n, vs in VARIANTS.items() for v in vs]
 
@@ -126,6 +131,8 @@ def _expected(name, variant):
     return 1024 // k, k, 600
   if name == "vit_final.py":
     return VIT_SIZES[options.get("model", "simple_vit_ti_patch16_224")][0], 1, 90
+  if name == "bcosify.py":
+    return 256, 1, 90
   raise AssertionError(name)
 
 
@@ -223,3 +230,18 @@ def test_densenet_training_plus_schedule():
 def test_cifar9l_without_a_registered_net_is_named():
   with pytest.raises(ValueError, match="v1_cifar9l_plain_b1.5"):
     _load("cifar10.py").get_config("b=1.5,plain=1")
+
+
+@pytest.mark.parametrize("model", BCOSIFY_MODELS)
+def test_bcosify_recipe(model):
+  """The official fine-tuning recipe, on the B-cosified network of that architecture."""
+  config = _load("bcosify.py").get_config(f"model={model}")
+  assert config.model.name == f"bcosified_{model}"
+  assert models.info(config.model.name).family.converted
+  assert config.optimizer.learning_rate == 1e-4
+  assert (config.optimizer.schedule, config.optimizer.warmup_epochs) == ("cosine", 0)
+  assert config.loss.name == "uniform_off_label_bce"
+  assert config.optimizer.agc_clip_factor == 0.01
+  assert config.recipe == "bcos_final" and config.init_from is None
+  with pytest.raises(ValueError, match="'vgg11'"):
+    _load("bcosify.py").get_config("model=vgg11")

@@ -193,6 +193,7 @@ STANDARD_FAMILY = registry.Family(
 # B-cosified torchvision DenseNets (Arya et al., NeurIPS 2024), as `resnet.BCOSIFIED_FAMILY`.
 BCOSIFIED_FAMILY = registry.Family(
     "bcosified_densenet", BcosDenseNet, torch_keys, grad_cam_layer=_head_input,
+    converted=True,
     defaults=dict(activation="relu", unit_norm_kernels=False, input_mean=IMAGENET_ADD_INVERSE_MEAN,
                   input_std=IMAGENET_ADD_INVERSE_STD))
 

@@ -50,6 +50,9 @@ class Family:
       False for the conventional baselines.
     aux_head: the attribute holding an auxiliary classifier (Inception-v3's
       `AuxLogits`; the model then has `logits_with_aux`), or None.
+    converted: the models are made by converting a trained network (the
+      B-cosified ones): training starts from `config.init_from`, never from
+      a random initialisation.
     defaults: builder arguments shared by every entry of the family.
   """
   name: str
@@ -59,6 +62,7 @@ class Family:
   input_encoding: str = "add_inverse"
   bcos: bool = True
   aux_head: str | None = None
+  converted: bool = False
   defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):

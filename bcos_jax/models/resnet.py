@@ -237,6 +237,7 @@ STANDARD_FAMILY = registry.Family(
 # normalised inside; keys of the official `BcosifyNetwork` (`model.` + torchvision).
 BCOSIFIED_FAMILY = registry.Family(
     "bcosified_resnet", BcosResNet, torch_keys, grad_cam_layer=_last_block,
+    converted=True,
     defaults=dict(activation="relu", unit_norm_kernels=False, input_mean=IMAGENET_ADD_INVERSE_MEAN,
                   input_std=IMAGENET_ADD_INVERSE_STD))
 

@@ -67,6 +67,11 @@ def initial_model(config: ConfigDict) -> tuple[nnx.Module, str | None]:
   """
   rngs = nnx.Rngs(config.seed)
   if config.init_from is None:
+    if config.model.name and models.info(config.model.name).family.converted:
+      raise UserError(f"{config.model.name} is made by converting a trained network, not "
+                       "trained from a random initialisation: convert one (python -m "
+                       "bcos_jax.convert --bcosify --torch_checkpoint FILE.pth --out DIR) and "
+                       "set config.init_from=DIR")
     return models.create(config.model.name, rngs=rngs, **config.model.overrides), None
   directory = pathlib.Path(config.init_from)
   step = _newest_step(directory)  # passed on, so the line names the step that was loaded

@@ -1,4 +1,5 @@
-"""Losses: binary cross-entropy on one-hot (or soft) targets, as the B-cos papers train."""
+"""Losses: binary cross-entropy on one-hot (or soft) targets, as the B-cos papers train;
+softmax cross-entropy for the conventional networks that B-cosification starts from."""
 
 import jax
 import jax.numpy as jnp
@@ -42,7 +43,14 @@ def uniform_off_label_bce(logits: jax.Array, targets: jax.Array,
   return bce(logits, jnp.maximum(targets, floor))
 
 
-LOSSES = {"bce": bce, "uniform_off_label_bce": uniform_off_label_bce}
+def softmax_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
+  """Mean softmax cross-entropy against (N, C) targets (one-hot or mixed, rows summing to 1):
+  how torchvision's conventional networks are trained."""
+  return optax.softmax_cross_entropy(logits, targets).mean()
+
+
+LOSSES = {"bce": bce, "uniform_off_label_bce": uniform_off_label_bce,
+          "softmax_cross_entropy": softmax_cross_entropy}
 
 
 def get_loss(name: str):

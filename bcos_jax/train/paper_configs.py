@@ -169,3 +169,15 @@ def vit_final(model: str, *, batch_size: int, warmup_steps: int,
   config.optimizer.warmup_steps = warmup_steps
   config.mixing.mixup_alpha = 0.2
   return _derive(config, IMAGENET_TRAIN_IMAGES)
+
+
+def bcosification(model: str, **model_overrides) -> ConfigDict:
+  """ImageNet, B-cosification (Arya et al., NeurIPS 2024, `experiments/ImageNet/bcosification`):
+  fine-tunes a B-cosified torchvision network (`config.init_from`) with the bcos_final data
+  recipe, Adam 1e-4 with cosine annealing over 90 epochs and no warm-up, batch 256,
+  uniform-off-label BCE, adaptive gradient clipping."""
+  config = _bcos_final_base(model, model_overrides, num_epochs=90)
+  config.optimizer.learning_rate = 1e-4
+  config.optimizer.warmup_epochs = 0
+  config.optimizer.warmup_start_factor = 0.0
+  return _derive(config, IMAGENET_TRAIN_IMAGES)

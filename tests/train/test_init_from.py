@@ -141,3 +141,13 @@ def test_a_workdir_with_a_checkpoint_resumes_and_ignores_init_from(tmp_path, dat
   _assert_equal(at_3, at_2)  # continued from step 2 (frozen), not from init_from
   initial = _variables(models.load(run_a), nnx.Param)
   assert any(not np.array_equal(at_2[p], initial[p]) for p in initial)
+
+
+def test_a_bcosified_network_is_never_trained_from_random_weights(tmp_path, data_dir):
+  """bcosified_* networks are conversions of trained ones: without init_from the run is
+  refused (with the conversion command), before anything is written."""
+  config = _config(data_dir)
+  config.model.name = "bcosified_resnet18"
+  with pytest.raises(UserError, match="convert --bcosify"):
+    loop.train_and_evaluate(config, tmp_path / "run")
+  assert not (tmp_path / "run").exists()
