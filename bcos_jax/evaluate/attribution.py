@@ -40,6 +40,7 @@ from bcos_jax import models
 from bcos_jax.errors import UserError
 from bcos_jax.explain import probe
 from bcos_jax.explain.explanation import check_targets, explain
+from bcos_jax.nn import backward_rules
 
 Method = Callable[..., jax.Array]
 
@@ -98,6 +99,48 @@ def input_x_gradient(model: nnx.Module, x6: jax.Array, targets) -> jax.Array:
   """Input × gradient."""
   targets, squeeze = _prepare(model, x6, targets)
   return _finish(x6[:, None] * _gradients(*_split(model), x6, targets, False), squeeze)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _guided_gradients(graphdef, state, x6, targets) -> jax.Array:
+  # Traced with the rule in force, in a jitted function of its own: the plain
+  # gradient's compiled functions never see it.
+  with backward_rules.use(backward_rules.GUIDED_BACKPROP):
+    return _gradients.__wrapped__(graphdef, state, x6, targets, False)
+
+
+def guided_backprop(model: nnx.Module, x6: jax.Array, targets) -> jax.Array:
+  """Guided Backprop (captum's `GuidedBackprop`): the gradient with every ReLU passing back
+  only positive gradients where its input was positive. On ReLU-free B-cos networks: the
+  gradient."""
+  targets, squeeze = _prepare(model, x6, targets)
+  return _finish(_guided_gradients(*_split(model), x6, targets), squeeze)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _deeplift(graphdef, state, x6, targets) -> jax.Array:
+  model = nnx.merge(graphdef, state)
+  reference = jnp.zeros_like(x6)
+
+  def paired_logits(x):
+    # captum runs inputs and references as one batch, [x; x_ref], and back-propagates
+    # the target logits of both halves; the rules read the pairs.
+    with backward_rules.use(backward_rules.DEEPLIFT):
+      return model(jnp.concatenate([x, reference]))
+
+  logits, vjp = jax.vjp(paired_logits, x6)
+  cotangents = _one_hot_cotangents(targets, logits.shape[-1]).astype(logits.dtype)
+  (grads,) = jax.vmap(vjp)(jnp.concatenate([cotangents, cotangents], axis=1))
+  return (x6 - reference)[:, None] * jnp.moveaxis(grads, 0, 1)
+
+
+def deeplift(model: nnx.Module, x6: jax.Array, targets) -> jax.Array:
+  """DeepLIFT with the rescale rule and a zero reference (captum's `DeepLift`): multipliers
+  Δout/Δin through every ReLU and captum's rule through max-pooling
+  (`bcos_jax.nn.backward_rules`), times (x - 0). Completeness: sums to f(x) - f(0). On
+  ReLU-free B-cos networks: Input×Gradient."""
+  targets, squeeze = _prepare(model, x6, targets)
+  return _finish(_deeplift(*_split(model), x6, targets), squeeze)
 
 
 def gauss_legendre_path(steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -423,6 +466,8 @@ METHODS: dict[str, Method] = {
     "gradient": gradient,
     "input_x_gradient": input_x_gradient,
     "integrated_gradients": integrated_gradients,
+    "deeplift": deeplift,
+    "guided_backprop": guided_backprop,
     "grad_cam": grad_cam,
     "occlusion": occlusion,
     # The papers' Occlusion presets (kernel, stride).

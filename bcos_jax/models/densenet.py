@@ -91,6 +91,8 @@ class BcosDenseNet(nnx.Module):
     head_bias: the head adds a bias (conventional; a B-cosification ablation).
     input_mean, input_std: when set, the model normalises its input with them
       first (B-cosified networks).
+    final_relu: a ReLU after the last norm, as torchvision's forward applies (a
+      plain function there: the B-cosification ablation without ReLUs keeps it).
     logit_temperature, logit_bias: bias None means -log(num_classes - 1).
     rngs: initialisation randomness.
   """
@@ -104,7 +106,7 @@ class BcosDenseNet(nnx.Module):
                activation: str = "none", unit_norm_kernels: bool = True,
                learn_b: bool = False, head_bias: bool = False,
                input_mean: Sequence[float] | None = None,
-               input_std: Sequence[float] | None = None,
+               input_std: Sequence[float] | None = None, final_relu: bool = False,
                logit_temperature: float = 1.0, logit_bias: float | None = None,
                rngs: nnx.Rngs):
     conv = ConvOptions(b=b, max_out=max_out, scale=scale, v1_scale_divisor=v1_scale_divisor,
@@ -114,6 +116,7 @@ class BcosDenseNet(nnx.Module):
       raise UserError(f"unknown stem pooling {stem_pool!r}; known: avg, max")
     self.bcos, self.act, self.stem_pool = bcos, act, stem_pool
     self.classifier_before_pool = classifier_before_pool
+    self.final_relu = final_relu
     self.input_norm = InputNormalisation.of(input_mean, input_std)
     self.conv0 = conv.conv(ENCODED_CHANNELS if bcos else 3, stem_width, 7, strides=2, padding=3,
                            rngs=rngs)
@@ -146,7 +149,8 @@ class BcosDenseNet(nnx.Module):
         x = jnp.concatenate([x, layer(x, explain=explain)], axis=-1)
       if i < len(self.transitions):
         x = self.transitions[i](x, explain=explain)
-    x = self.act(apply_norm(self.norm5, x, explain=explain))
+    x = apply_norm(self.norm5, x, explain=explain)
+    x = jax.nn.relu(x) if self.final_relu else x
     if self.classifier_before_pool:
       return self.logit_layer(self.head(x, explain=explain).mean(axis=(1, 2)))
     return self.logit_layer(self.head(x.mean(axis=(1, 2)), explain=explain))
@@ -189,13 +193,14 @@ STANDARD_FAMILY = registry.Family(
     "standard_densenet", BcosDenseNet, torch_keys, grad_cam_layer=_last_features,
     input_encoding="imagenet_normalized_rgb", bcos=False,
     defaults=dict(bcos=False, activation="relu", norm="BatchNorm2d", stem_pool="max",
-                  classifier_before_pool=False, head_bias=True, logit_bias=0.0))
+                  classifier_before_pool=False, head_bias=True, final_relu=True,
+                  logit_bias=0.0))
 # B-cosified torchvision DenseNets (Arya et al., NeurIPS 2024), as `resnet.BCOSIFIED_FAMILY`.
 BCOSIFIED_FAMILY = registry.Family(
     "bcosified_densenet", BcosDenseNet, torch_keys, grad_cam_layer=_head_input,
     converted=True,
     defaults=dict(activation="relu", unit_norm_kernels=False, input_mean=IMAGENET_ADD_INVERSE_MEAN,
-                  input_std=IMAGENET_ADD_INVERSE_STD))
+                  input_std=IMAGENET_ADD_INVERSE_STD, final_relu=True))
 
 registry.register("densenet121", FAMILY, growth_rate=32, block_config=(6, 12, 24, 16),
                   stem_width=64)

@@ -11,6 +11,11 @@ matched exactly.
 import jax
 import jax.numpy as jnp
 
+# Max-pooling lives with the backward rules that DeepLIFT gives it; re-exported here.
+from bcos_jax.nn.backward_rules import max_pool
+
+__all__ = ["avg_pool", "box_smooth", "max_pool"]
+
 
 def avg_pool(x: jax.Array, window: int, strides: int = 1, padding: int = 0) -> jax.Array:
   """torch's AvgPool2d on NHWC inputs (zero padding counted in the mean).
@@ -25,13 +30,6 @@ def avg_pool(x: jax.Array, window: int, strides: int = 1, padding: int = 0) -> j
   summed = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, window, window, 1),
                                  (1, strides, strides, 1), pads)
   return summed / (window * window)
-
-
-def max_pool(x: jax.Array, window: int, strides: int = 1, padding: int = 0) -> jax.Array:
-  """torch's MaxPool2d on NHWC inputs (padding never wins the max)."""
-  pads = ((0, 0), (padding, padding), (padding, padding), (0, 0))
-  return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, window, window, 1),
-                               (1, strides, strides, 1), pads)
 
 
 def box_smooth(maps: jax.Array, size: int) -> jax.Array:

@@ -12,9 +12,12 @@ import jax.numpy as jnp
 from flax import nnx
 
 from bcos_jax.errors import UserError
+from bcos_jax.nn import backward_rules
 from bcos_jax.nn.bcos_conv import Padding, explicit_padding, pair
 
-ACTIVATIONS = {"none": lambda x: x, "relu": jax.nn.relu}
+# The ReLU of the official modules: attribution methods may trace it with a modified
+# backward pass (`bcos_jax.nn.backward_rules`).
+ACTIVATIONS = {"none": lambda x: x, "relu": backward_rules.relu}
 
 
 def activation(name: str):

@@ -28,13 +28,14 @@ def _nhwc(array):
   return jnp.asarray(np.transpose(array, (0, 2, 3, 1)))
 
 
-# name in the golden file -> our method; captum's DeepLIFT and Guided Backprop reduce to
-# Input×Gradient and the gradient on a network without ReLUs (the golden arrays show it).
+# name in the golden file -> our method. On this network without ReLUs or max-pooling,
+# captum's DeepLIFT and Guided Backprop reduce to Input×Gradient and the gradient; ours must
+# too (tests/evaluate/test_backward_rules.py checks them where they do not).
 METHODS = {
     "grad": attribution.gradient,
     "ixg": attribution.input_x_gradient,
-    "deeplift": attribution.input_x_gradient,
-    "gb": attribution.gradient,
+    "deeplift": attribution.deeplift,
+    "gb": attribution.guided_backprop,
     "intgrad": attribution.integrated_gradients,
     "gradcam": attribution.grad_cam,
     "occ9_ti": attribution.METHODS["occ9_ti"],
