@@ -25,9 +25,10 @@ _SPLIT = flags.DEFINE_string("split", None, "Test split (default: the run's eval
 _RECIPE = flags.DEFINE_string("recipe", None, "Preprocessing recipe (default: the run's).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "tfds data directory.")
 _METHODS = flags.DEFINE_list("methods", ["bcos"], "Attribution methods, of: bcos, gradient, "
-                             "input_x_gradient, integrated_gradients, grad_cam, occlusion "
-                             "(kernel 32, stride 32), occ5, occ9, occ9_ti, occ13_ti, rise, "
-                             "lime; or all.")
+                             "input_x_gradient, integrated_gradients, deeplift, "
+                             "guided_backprop, grad_cam, occlusion (kernel 32, stride 32), "
+                             "occ5, occ9, occ9_ti, occ13_ti, rise, lime; or the sets paper "
+                             "(the CVPR paper's comparison) and all.")
 _OPTIONS = flags.DEFINE_string("method_options", "{}",
                                'JSON, e.g. {"occlusion": {"kernel": 16, "stride": 8}}.')
 _GRID = flags.DEFINE_integer("grid", 3, "Grid side: 2 (2×2) or 3 (3×3).")
@@ -70,7 +71,8 @@ def main(argv):
   setting = localisation.Setting(n_imgs=_GRID.value**2, count=_GRIDS.value,
                                   smooth=_SMOOTH.value, rescale=_RESCALE.value,
                                   conf_thresh=_CONF_THRESH.value)
-  methods = attribution.methods_by_name(_METHODS.value, json.loads(_OPTIONS.value))
+  methods = attribution.methods_by_name(_METHODS.value, json.loads(_OPTIONS.value),
+                                        bcos=models.info(model).bcos)
   def report(name, scores, seconds):
     q25, median, q75 = np.percentile(scores, [25, 50, 75])
     print(f"{name:22s} median {median:.3f}  q25 {q25:.3f}  q75 {q75:.3f}  ({seconds:.1f} s)",

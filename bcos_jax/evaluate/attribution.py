@@ -11,7 +11,8 @@ result is (N, H, W, C) or (N, T, H, W, C), where C is the input's channels
 for the input-gradient methods (one value per input channel, summed by the
 localisation metric) and 1 for the others. All use the model's evaluation
 view (`models.eval_mode`). `METHODS` maps the names used by the localisation
-command to them; `methods_by_name` binds their options.
+command to them (`PAPER_LABELS` the official explainers' names for them, `METHOD_SETS`
+the papers' sets); `methods_by_name` binds their options.
 
 The settings follow the B-cos papers' comparison (v1 Sec. 4, C.2; the v2
 explainers): Integrated Gradients with 50 steps from a zero baseline
@@ -480,20 +481,46 @@ METHODS: dict[str, Method] = {
 }
 
 
+# The names the official explainers (and the papers' figures) give the methods.
+PAPER_LABELS = {
+    "bcos": "Ours", "gradient": "Grad", "input_x_gradient": "IxG",
+    "integrated_gradients": "IntGrad", "deeplift": "DeepLIFT", "guided_backprop": "GB",
+    "grad_cam": "GCam", "occlusion": "Occlusion", "occ5": "Occ5", "occ9": "Occ9",
+    "occ9_ti": "Occ9-TI", "occ13_ti": "Occ13-TI", "rise": "RISE", "lime": "LIME",
+}
+# Method sets by name: the CVPR paper's comparison (Fig. 6), and every method.
+METHOD_SETS = {
+    "paper": ("bcos", "gradient", "input_x_gradient", "integrated_gradients", "deeplift",
+              "grad_cam", "lime", "rise"),
+    "all": tuple(METHODS),
+}
+
+
 def get_method(name: str) -> Method:
   if name not in METHODS:
     raise UserError(f"unknown attribution method {name!r}; known: {', '.join(METHODS)}")
   return METHODS[name]
 
 
-def methods_by_name(names: Sequence[str], options: dict[str, dict] | None = None
-                    ) -> dict[str, Method]:
-  """name -> method with its options bound (e.g. {'occlusion': {'kernel': 16}}); the
-  name 'all' stands for every method."""
+def methods_by_name(names: Sequence[str], options: dict[str, dict] | None = None, *,
+                    bcos: bool = True) -> dict[str, Method]:
+  """name -> method with its options bound (e.g. {'occlusion': {'kernel': 16}}).
+
+  Args:
+    names: method names, or the sets of `METHOD_SETS` ('paper': the CVPR paper's
+      comparison; 'all': every method).
+    options: per-method keyword options.
+    bcos: whether the model is a B-cos network; the sets leave out the model-inherent
+      explanation ('bcos') for a conventional one.
+  """
   options = options or {}
   unknown = sorted(set(options) - set(METHODS))
   if unknown:
     raise UserError(f"options for unknown method(s) {unknown}; known: {', '.join(METHODS)}")
-  if "all" in names:
-    names = list(METHODS)
-  return {name: functools.partial(get_method(name), **options.get(name, {})) for name in names}
+  expanded = []
+  for name in names:
+    members = METHOD_SETS.get(name, (name,))
+    if name in METHOD_SETS and not bcos:
+      members = tuple(m for m in members if m != "bcos")
+    expanded += [m for m in members if m not in expanded]
+  return {name: functools.partial(get_method(name), **options.get(name, {})) for name in expanded}

@@ -33,7 +33,7 @@ from flax import nnx
 
 from bcos_jax import models
 from bcos_jax.errors import UserError
-from bcos_jax.evaluate import accuracy
+from bcos_jax.evaluate import accuracy, attribution
 from bcos_jax.nn.pooling import box_smooth
 
 
@@ -295,8 +295,10 @@ def quartiles(scores: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
 
 
 def box_plot(path: str | pathlib.Path, scores: dict[str, np.ndarray], n_imgs: int,
-             title: str = "") -> None:
-  """Box plots of the scores per method, with the uniform and oracle levels."""
+             title: str = "", labels: dict[str, str] | None = None) -> None:
+  """Box plots of the scores per method, with the uniform and oracle levels; the methods
+  labelled as the papers do (`attribution.PAPER_LABELS`) unless `labels` says otherwise."""
+  labels = {**attribution.PAPER_LABELS, **(labels or {})}
   # A Figure of its own, not pyplot's: no global backend or state is touched.
   from matplotlib.figure import Figure  # noqa: PLC0415  (only plotting needs it)
 
@@ -304,7 +306,8 @@ def box_plot(path: str | pathlib.Path, scores: dict[str, np.ndarray], n_imgs: in
   ax = fig.subplots()
   ax.boxplot(list(scores.values()), showfliers=False, widths=0.6,
              medianprops={"color": "black"})
-  ax.set_xticks(range(1, len(scores) + 1), list(scores), rotation=30, ha="right")
+  ax.set_xticks(range(1, len(scores) + 1), [labels.get(name, name) for name in scores],
+                rotation=30, ha="right")
   ax.axhline(1 / n_imgs, color="gray", linestyle="--", linewidth=1, label=f"uniform (1/{n_imgs})")
   ax.axhline(1.0, color="green", linestyle=":", linewidth=1, label="oracle")
   ax.set_ylim(0, 1.05)

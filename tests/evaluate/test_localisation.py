@@ -173,8 +173,30 @@ def test_oracle_scores_one_uniform_one_over_n_and_results_are_written(tmp_path):
   assert set(np.load(stem.with_suffix(".npz")).files) == set(scores)
 
 
-def test_all_names_every_method():
+def test_method_sets_by_name():
   assert list(attribution.methods_by_name(["all"])) == list(attribution.METHODS)
+  # The CVPR paper's comparison (Fig. 6): the model's own explanation and seven post-hoc ones.
+  assert list(attribution.methods_by_name(["paper"])) == [
+      "bcos", "gradient", "input_x_gradient", "integrated_gradients", "deeplift", "grad_cam",
+      "lime", "rise"]
+  # A conventional model has no model-inherent explanation; duplicates are kept once.
+  conventional = attribution.methods_by_name(["grad_cam", "paper"], bcos=False)
+  assert list(conventional)[:2] == ["grad_cam", "gradient"] and "bcos" not in conventional
+  assert set(attribution.PAPER_LABELS) == set(attribution.METHODS)
+  assert attribution.PAPER_LABELS["occ9_ti"] == "Occ9-TI"
+
+
+def test_box_plot_labels_the_methods_as_the_papers(tmp_path, monkeypatch):
+  from matplotlib.axes import Axes
+
+  seen = []
+  original = Axes.set_xticks
+  monkeypatch.setattr(Axes, "set_xticks",
+                      lambda self, ticks, labels=None, **kw: (seen.append(list(labels)),
+                                                              original(self, ticks, labels, **kw)))
+  scores = {"bcos": np.full(4, 0.8), "occ13_ti": np.full(4, 0.5), "mine": np.full(4, 0.2)}
+  localisation.box_plot(tmp_path / "box.png", scores, n_imgs=4)
+  assert seen == [["Ours", "Occ13-TI", "mine"]]
 
 
 def test_command_on_a_trained_run(tmp_path):
