@@ -33,13 +33,13 @@ from bcos_jax.convert.torch_state_dict import (
     to_torch_state_dict,
 )
 from bcos_jax.errors import UserError
+from bcos_jax.models.conventional import BCOSIFIED_TORCH_PREFIX
 from bcos_jax.nn.norms import EPS
 
 # Conventional architecture -> its registered models (torchvision's and B-cosified).
 ARCHITECTURES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                  "densenet121", "densenet161", "densenet169", "densenet201")
 STANDARD_PREFIX, BCOSIFIED_PREFIX = "standard_", "bcosified_"
-BCOSIFIED_TORCH_PREFIX = "model."
 # The builder arguments that shape a network: a conventional model's carry
 # over to its B-cosified version (its other options are the family's).
 ARCHITECTURE_OPTIONS = ("block", "layers", "num_classes", "stem_width", "groups",

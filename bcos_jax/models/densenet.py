@@ -18,11 +18,14 @@ from flax import nnx
 
 from bcos_jax.errors import UserError
 from bcos_jax.models import registry
+from bcos_jax.models.conventional import (
+  BCOSIFIED_OPTIONS,
+  BCOSIFIED_TORCH_PREFIX,
+  STANDARD_OPTIONS,
+)
 from bcos_jax.models.torch_keys import KeyMap, conv_keys, linear_keys, norm_keys
 from bcos_jax.nn import (
   ENCODED_CHANNELS,
-  IMAGENET_ADD_INVERSE_MEAN,
-  IMAGENET_ADD_INVERSE_STD,
   ConvOptions,
   InputNormalisation,
   LogitLayer,
@@ -187,20 +190,15 @@ def _last_features(model: BcosDenseNet) -> tuple[str, str]:
 
 
 FAMILY = registry.Family("densenet", BcosDenseNet, torch_keys, grad_cam_layer=_head_input)
-# torchvision's DenseNets (RGB normalised outside, centered BatchNorm, ReLU,
-# max-pooling in the stem, a linear head after pooling), with torchvision's keys.
+# torchvision's DenseNets, with torchvision's keys; their forward ends in a ReLU.
 STANDARD_FAMILY = registry.Family(
     "standard_densenet", BcosDenseNet, torch_keys, grad_cam_layer=_last_features,
     input_encoding="imagenet_normalized_rgb", bcos=False,
-    defaults=dict(bcos=False, activation="relu", norm="BatchNorm2d", stem_pool="max",
-                  classifier_before_pool=False, head_bias=True, final_relu=True,
-                  logit_bias=0.0))
-# B-cosified torchvision DenseNets (Arya et al., NeurIPS 2024), as `resnet.BCOSIFIED_FAMILY`.
+    defaults={**STANDARD_OPTIONS, "final_relu": True})
+# B-cosified torchvision DenseNets, with the keys of the official `BcosifyNetwork`.
 BCOSIFIED_FAMILY = registry.Family(
-    "bcosified_densenet", BcosDenseNet, torch_keys, grad_cam_layer=_head_input,
-    converted=True,
-    defaults=dict(activation="relu", unit_norm_kernels=False, input_mean=IMAGENET_ADD_INVERSE_MEAN,
-                  input_std=IMAGENET_ADD_INVERSE_STD, final_relu=True))
+    "bcosified_densenet", BcosDenseNet, torch_keys, grad_cam_layer=_head_input, converted=True,
+    defaults={**BCOSIFIED_OPTIONS, "final_relu": True})
 
 registry.register("densenet121", FAMILY, growth_rate=32, block_config=(6, 12, 24, 16),
                   stem_width=64)
@@ -224,7 +222,7 @@ registry.register("standard_densenet121", STANDARD_FAMILY, **_121)
 registry.register("standard_densenet161", STANDARD_FAMILY, **_161)
 registry.register("standard_densenet169", STANDARD_FAMILY, **_169)
 registry.register("standard_densenet201", STANDARD_FAMILY, **_201)
-_M = "model."  # the official BcosifyNetwork keeps the network as `model`
+_M = BCOSIFIED_TORCH_PREFIX
 registry.register("bcosified_densenet121", BCOSIFIED_FAMILY, torch_prefix=_M, **_121)
 registry.register("bcosified_densenet161", BCOSIFIED_FAMILY, torch_prefix=_M, **_161)
 registry.register("bcosified_densenet169", BCOSIFIED_FAMILY, torch_prefix=_M, **_169)

@@ -18,11 +18,14 @@ from flax import nnx
 
 from bcos_jax.errors import UserError
 from bcos_jax.models import registry
+from bcos_jax.models.conventional import (
+  BCOSIFIED_OPTIONS,
+  BCOSIFIED_TORCH_PREFIX,
+  STANDARD_OPTIONS,
+)
 from bcos_jax.models.torch_keys import KeyMap, conv_keys, conv_norm_keys, linear_keys, norm_keys
 from bcos_jax.nn import (
   ENCODED_CHANNELS,
-  IMAGENET_ADD_INVERSE_MEAN,
-  IMAGENET_ADD_INVERSE_STD,
   ConvNorm,
   ConvOptions,
   InputNormalisation,
@@ -224,22 +227,14 @@ def _last_block(model: BcosResNet) -> tuple[str, str]:
 
 
 FAMILY = registry.Family("resnet", BcosResNet, torch_keys, grad_cam_layer=_last_block)
-# torchvision's ResNets (RGB normalised outside, biases, centered BatchNorm,
-# ReLU, max-pooling, a linear head after pooling), with torchvision's keys.
+# torchvision's ResNets, with torchvision's keys.
 STANDARD_FAMILY = registry.Family(
     "standard_resnet", BcosResNet, torch_keys, grad_cam_layer=_last_block,
-    input_encoding="imagenet_normalized_rgb", bcos=False,
-    defaults=dict(bcos=False, activation="relu", norm="BatchNorm2d", stem_pool="max",
-                  classifier_before_pool=False, head_bias=True, logit_bias=0.0))
-# B-cosified torchvision ResNets (Arya et al., NeurIPS 2024): B = 2 convs over
-# the raw pretrained kernels, uncentered BatchNorm without bias, ReLU kept,
-# average pooling in the stem, the head before pooling, the 6-channel input
-# normalised inside; keys of the official `BcosifyNetwork` (`model.` + torchvision).
+    input_encoding="imagenet_normalized_rgb", bcos=False, defaults=STANDARD_OPTIONS)
+# B-cosified torchvision ResNets, with the keys of the official `BcosifyNetwork`.
 BCOSIFIED_FAMILY = registry.Family(
-    "bcosified_resnet", BcosResNet, torch_keys, grad_cam_layer=_last_block,
-    converted=True,
-    defaults=dict(activation="relu", unit_norm_kernels=False, input_mean=IMAGENET_ADD_INVERSE_MEAN,
-                  input_std=IMAGENET_ADD_INVERSE_STD))
+    "bcosified_resnet", BcosResNet, torch_keys, grad_cam_layer=_last_block, converted=True,
+    defaults=BCOSIFIED_OPTIONS)
 
 # The v2 torch.hub models.
 _BASIC, _BOTTLENECK = dict(block="basic"), dict(block="bottleneck")
@@ -273,7 +268,7 @@ registry.register("standard_resnet34", STANDARD_FAMILY, **_34)
 registry.register("standard_resnet50", STANDARD_FAMILY, **_50)
 registry.register("standard_resnet101", STANDARD_FAMILY, **_101)
 registry.register("standard_resnet152", STANDARD_FAMILY, **_152)
-_M = "model."  # the official BcosifyNetwork keeps the network as `model`
+_M = BCOSIFIED_TORCH_PREFIX
 registry.register("bcosified_resnet18", BCOSIFIED_FAMILY, torch_prefix=_M, **_18)
 registry.register("bcosified_resnet34", BCOSIFIED_FAMILY, torch_prefix=_M, **_34)
 registry.register("bcosified_resnet50", BCOSIFIED_FAMILY, torch_prefix=_M, **_50)
