@@ -5,9 +5,13 @@
     # an imported model (python -m bcos_jax.convert ...):
     python -m bcos_jax.evaluate --model_dir=DIR --dataset=imagenet2012 --split=validation \
         --recipe=bcos_final --grid=3 --grids=250 --smooth=15 --methods=bcos,grad_cam
+    # an official v2 hub model (bcos_jax.models.pretrained: downloaded once, cached):
+    python -m bcos_jax.evaluate --pretrained=resnet50 --out=DIR --dataset=imagenet2012 \
+        --split=validation --recipe=bcos_final --grid=3 --grids=250 --smooth=15
 
 Writes OUT/<setting>.npz (every score per method), .json (quartiles) and
-.png (box plots, as Figs. 5 and 6), OUT being --out or WORKDIR/localisation.
+.png (box plots, as Figs. 5 and 6), OUT being --out or WORKDIR/localisation
+(MODEL_DIR/localisation); with --pretrained, --out is required.
 """
 
 import json
@@ -20,6 +24,9 @@ from bcos_jax import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir (newest checkpoint).")
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "A saved or imported model directory.")
+_PRETRAINED = flags.DEFINE_string(
+    "pretrained", None, "A v2 hub name with released weights (bcos_jax.models.pretrained: "
+    "downloaded into $BCOS_JAX_CACHE once, then loaded from there); needs --out.")
 _DATASET = flags.DEFINE_string("dataset", None, "tfds name (default: the run's config).")
 _SPLIT = flags.DEFINE_string("split", None, "Test split (default: the run's eval_split).")
 _RECIPE = flags.DEFINE_string("recipe", None, "Preprocessing recipe (default: the run's).")
@@ -39,7 +46,9 @@ _RESCALE = flags.DEFINE_bool("rescale", False, "Tiles at 1/grid size, so a grid 
 _CONF_THRESH = flags.DEFINE_float("conf_thresh", 0.5, "Minimum sigmoid confidence; 0 is the "
                                   "v2 '_noconfthresh' variant.")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Batch size for classifying the test set.")
-_OUT = flags.DEFINE_string("out", None, "Output directory.")
+_OUT = flags.DEFINE_string("out", None, "Output directory (default: WORKDIR/localisation or "
+                           "MODEL_DIR/localisation; required with --pretrained, as results do "
+                           "not belong in the weights cache).")
 
 
 def _run_config(workdir: str | None) -> dict:
@@ -52,8 +61,12 @@ def _run_config(workdir: str | None) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if (_WORKDIR.value is None) == (_MODEL_DIR.value is None):
-    raise app.UsageError("give exactly one of --workdir (a training run) or --model_dir")
+  sources = [v for v in (_WORKDIR.value, _MODEL_DIR.value, _PRETRAINED.value) if v is not None]
+  if len(sources) != 1:
+    raise app.UsageError("give exactly one of --workdir (a training run), --model_dir or "
+                         "--pretrained")
+  if _PRETRAINED.value is not None and _OUT.value is None:
+    raise app.UsageError("--pretrained needs --out: the directory for the results")
   from bcos_jax import data, models  # noqa: PLC0415  (flags first, JAX later)
   from bcos_jax.evaluate import attribution, localisation
 
@@ -64,7 +77,10 @@ def main(argv):
   if not (dataset and split and recipe):
     raise app.UsageError("--dataset, --split and --recipe are needed (a --workdir with "
                          "config.json provides them)")
-  model = models.load(_WORKDIR.value or _MODEL_DIR.value)
+  if _PRETRAINED.value is not None:
+    model = models.pretrained(_PRETRAINED.value)
+  else:
+    model = models.load(_WORKDIR.value or _MODEL_DIR.value)
   source = data.open_source(dataset, split, _DATA_DIR.value or run_config.get("data_dir"))
   transform = data.get_recipe(recipe).eval
   grid_transform = data.recipes.rescaled_eval(recipe, _GRID.value) if _RESCALE.value else transform
