@@ -37,8 +37,6 @@ def test_notebook_follows_the_house_rules(path):
   for source in _code(notebook):
     # Only bcos_jax's API: no library code written in a notebook.
     assert not re.search(r"^\s*(def|class) ", source, re.MULTILINE), source[:200]
-  assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"), \
-      "commit notebooks without outputs"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
