@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx, struct
 
 from bcos_jax import models
@@ -48,14 +49,19 @@ def _package(outputs, targets, weights, x6, squeeze: bool) -> Explanation:
   return Explanation(outputs, targets, weights, contributions)
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(jax.jit, static_argnums=(0, 4))
 def _explain_jit(graphdef: nnx.GraphDef, state: nnx.State, x6: jax.Array,
-                 targets: jax.Array | None) -> Explanation:
+                 targets: jax.Array | None, top_k: int | None = None) -> Explanation:
   model = nnx.merge(graphdef, state)
-  # One linearisation; the top class is read off its forward pass.
+  # One linearisation; the top class(es) are read off its forward pass.
   logits, vjp = jax.vjp(lambda x: model(x, explain=True), x6)
-  if targets is None:
+  if targets is None and top_k is None:
     targets = jnp.argmax(logits, axis=-1)
+  elif targets is None:
+    if not 1 <= top_k <= logits.shape[-1]:  # checked while tracing: the shape is known
+      raise UserError(f"top_k={top_k} must be between 1 and the model's "
+                      f"{logits.shape[-1]} classes")
+    targets = jax.lax.top_k(logits, top_k)[1]  # ties: the lower class first
   squeeze = targets.ndim == 1
   targets = targets[:, None] if squeeze else targets
   # One cotangent per explained class: (T, N, C); vmap runs the T transposes
@@ -74,6 +80,18 @@ def check_targets(targets, num_images: int) -> jax.Array:
   if not jnp.issubdtype(targets.dtype, jnp.integer):
     raise UserError(f"targets must be integer class indices, got dtype {targets.dtype}")
   return targets
+
+
+def check_classes(classes, num_classes: int, what: str = "classes") -> None:
+  """Raises a UserError unless every class index is in 0..num_classes-1.
+
+  Needs concrete values (not a traced array): a one-hot of an index out of
+  range is all zeros, so the explanation would silently be zero.
+  """
+  classes = np.asarray(classes)
+  if classes.size and not (classes.min() >= 0 and classes.max() < num_classes):
+    raise UserError(f"{what} {classes.ravel().tolist()} must be class indices of the model, "
+                    f"0..{num_classes - 1}")
 
 
 def check_explainable(model: nnx.Module, x6: jax.Array) -> None:
@@ -112,6 +130,51 @@ def explain(model: nnx.Module, x6: jax.Array, targets: jax.Array | None = None) 
   return _explain_jit(graphdef, state, x6, targets)
 
 
+def explain_top_k(model: nnx.Module, x6: jax.Array, k: int) -> Explanation:
+  """Explains each image's k highest logits, in one linearisation.
+
+  Args:
+    model: a B-cos model.
+    x6: (N, H, W, 6) encoded images.
+    k: how many classes per image, 1..C.
+
+  Returns:
+    An `Explanation` with targets (N, k), each row the image's top k classes
+    from the highest logit down (`jax.lax.top_k`: ties go to the lower class),
+    weights (N, k, H, W, 6) and contributions (N, k, H, W).
+
+  Raises:
+    UserError: as `explain`, or for k outside 1..C.
+  """
+  check_explainable(model, x6)
+  graphdef, state = nnx.split(models.eval_mode(model))
+  return _explain_jit(graphdef, state, x6, None, int(k))
+
+
+def unit_activation(output: jax.Array, path: tuple[str | int, ...], channel: int,
+                    position: tuple[int, ...] | None) -> jax.Array:
+  """(N,) a unit's activations, read off its layer's output (N, ..., channels).
+
+  The unit is `channel` at `position` (without batch and channel axes), or
+  for position None the sum of the channel over all positions. Both are
+  checked against the output's shape, which is known while tracing (JAX would
+  clamp an index out of range to the last channel without a word).
+  """
+  layer = ".".join(map(str, path))
+  if not 0 <= channel < output.shape[-1]:
+    raise UserError(f"channel {channel} is out of range: layer {layer!r} has "
+                    f"{output.shape[-1]} channels (0..{output.shape[-1] - 1})")
+  if position is None:
+    return jnp.sum(output.reshape(output.shape[0], -1, output.shape[-1]), axis=1)[:, channel]
+  spatial = output.shape[1:-1]
+  inside = len(position) == len(spatial) and all(
+      0 <= p < s for p, s in zip(position, spatial, strict=True))
+  if not inside:
+    raise UserError(f"position {position} is not in layer {layer!r}'s output of "
+                    f"{len(spatial)}-d positions {spatial}")
+  return output[(slice(None), *position, channel)]
+
+
 @functools.partial(jax.jit, static_argnums=(0, 3, 4, 5))
 def _explain_unit_jit(graphdef, state, x6, path, channel, position) -> Explanation:
   model = nnx.merge(graphdef, state)
@@ -120,12 +183,7 @@ def _explain_unit_jit(graphdef, state, x6, path, channel, position) -> Explanati
   def unit(x):
     tap.seen.clear()
     model(x, explain=True)
-    out = probe.single(tap, path)
-    if position is not None:
-      out = out[(slice(None), *position)]
-    else:  # the sum of the channel over all positions
-      out = jnp.sum(out.reshape(out.shape[0], -1, out.shape[-1]), axis=1)
-    return out[:, channel]
+    return unit_activation(probe.single(tap, path), path, channel, position)
 
   activations, vjp = jax.vjp(unit, x6)
   (weights,) = jax.vmap(vjp)(jnp.ones((1, *activations.shape), activations.dtype))
@@ -150,6 +208,10 @@ def explain_unit(model: nnx.Module, x6: jax.Array, layer: str | Sequence[str | i
   Returns:
     An `Explanation` whose `logits` are the unit's activations (N,), with
     `weights` (N, H, W, 6) and `contributions` (N, H, W) summing to them.
+
+  Raises:
+    UserError: for a layer that is not a submodule (the valid ones are
+      listed), or a channel or position outside the layer's output.
   """
   check_explainable(model, x6)
   path = probe.parse_path(layer)

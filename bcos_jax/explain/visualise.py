@@ -6,6 +6,8 @@ rgb = w_rgb / (w_rgb + w_inv). Opacity is the weight norm, kept only where
 the contribution x·W(x) is positive, smoothed and scaled by a percentile.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -55,6 +57,13 @@ def to_rgba(x6: jax.Array, weights: jax.Array, smooth: int = 15,
                      "would shift the opacity by half a pixel")
   if not 0 < alpha_percentile <= 100:
     raise UserError(f"alpha_percentile must be in (0, 100], got {alpha_percentile}")
+  return _to_rgba_jit(x6, weights, smooth, alpha_percentile)
+
+
+# Jitted: run op by op, each new image shape compiled every operation on its own (seconds).
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _to_rgba_jit(x6: jax.Array, weights: jax.Array, smooth: int,
+                 alpha_percentile: float) -> jax.Array:
   fn = lambda x, w: _to_rgba_single(x, w, smooth, alpha_percentile)  # noqa: E731
   return jax.vmap(fn)(x6, weights) if x6.ndim == 4 else fn(x6, weights)
 
