@@ -15,6 +15,11 @@ NOTEBOOKS = sorted((ROOT / "colabs").glob("*.ipynb"))
 EXPECTED_OUTPUT = {
     "bcosify.ipynb": ["contributions + offset == logit - bias: True",
                       "B-cosified, after fine-tuning: test top-1"],
+    "neurons.ipynb": ["'layers.4'", "top-activating records of layers.4:0:",
+                      "top-activating records of layers.4:1:"],
+    "quickstart.ipynb": ["contributions sum to logit - bias: True",
+                         "Δ contributions sum to the logit difference: True",
+                         "layers.4:0 contributions sum to its activations: True"],
 }
 
 
