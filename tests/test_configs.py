@@ -52,6 +52,7 @@ VARIANTS = {
                            "model=convnext_base_bnu,accumulate=2"],
     "vit_final.py": ["", *(f"model={m}" for m in VIT_SIZES)],
     "bcosify.py": ["", *(f"model={m}" for m in BCOSIFY_MODELS)],
+    "finetune.py": ["", "mode=full", "mode=linear_probe"],
 }
 ALL_VARIANTS = [(n, v) for n, vs in VARIANTS.items() for v in vs]
 
@@ -85,10 +86,11 @@ def test_variant_is_valid_and_buildable(name, variant):
   config = _load(name).get_config(variant or None)
   config_schema.validate(config)
   data.get_recipe(config.recipe)
-  overrides = dict(config.model.overrides)
-  abstract = nnx.eval_shape(lambda: models.create(config.model.name, rngs=nnx.Rngs(0),
-                                                  **overrides))
-  assert abstract.config.name == config.model.name
+  if config.model.name:  # else init_from's architecture (finetune.py)
+    overrides = dict(config.model.overrides)
+    abstract = nnx.eval_shape(lambda: models.create(config.model.name, rngs=nnx.Rngs(0),
+                                                    **overrides))
+    assert abstract.config.name == config.model.name
   steps_per_epoch = 1000
   total = int(config.num_epochs * steps_per_epoch)
   schedule = make_schedule(config.optimizer, total, steps_per_epoch)
@@ -136,7 +138,8 @@ def _expected(name, variant):
   raise AssertionError(name)
 
 
-@pytest.mark.parametrize("name,variant", [nv for nv in ALL_VARIANTS if nv[0] != "digits.py"])
+@pytest.mark.parametrize("name,variant", [nv for nv in ALL_VARIANTS
+                                          if nv[0] not in ("digits.py", "finetune.py")])
 def test_derived_values_follow_the_variant(name, variant):
   config = _load(name).get_config(variant or None)
   batch_size, accumulate_steps, num_epochs = _expected(name, variant)
@@ -245,3 +248,21 @@ def test_bcosify_recipe(model):
   assert config.recipe == "bcos_final" and config.init_from is None
   with pytest.raises(ValueError, match="'vgg11'"):
     _load("bcosify.py").get_config("model=vgg11")
+
+
+@pytest.mark.parametrize("mode", ["full", "linear_probe"])
+def test_finetune_recipe(mode):
+  """A new head on init_from's architecture, at the pretrained models' input size."""
+  module = _load("finetune.py")
+  config = module.get_config(f"mode={mode}")
+  assert config.model.name == "" and config.init_from is None and config.dataset == ""
+  assert config.finetune.new_head and config.finetune.mode == mode
+  assert config.finetune.backbone_lr_factor == (0.1 if mode == "full" else 1.0)
+  recipe = data.get_recipe(config.recipe)
+  assert recipe.image_size == 224 and "resize 256, centre crop 224" in recipe.description
+  assert config.ema_decay is None and config.mixing.mixup_alpha == 0
+  assert "--config=configs/finetune.py:mode=linear_probe" in module.__doc__
+  assert "--config.init_from=pretrained:resnet50" in module.__doc__
+  assert "NaN" in module.__doc__ and "learning_rate" in module.__doc__
+  with pytest.raises(ValueError, match="'probe'.*full, linear_probe"):
+    module.get_config("mode=probe")

@@ -143,10 +143,53 @@ def tfds_source(name: str, split: str, data_dir: str | None = None,
   return Source(records, _num_classes(builder.info), name, split, _class_names(builder.info))
 
 
-def open_source(name: str, split: str, data_dir: str | None = None) -> Source:
-  """Opens dataset `name`: the embedded digits data (built on first use) or a tfds dataset."""
+@dataclasses.dataclass(frozen=True)
+class _Relabelled(Sequence):
+  """The records at `indices`, their labels mapped by `labels` (read on demand)."""
+  records: Sequence[Mapping[str, Any]]
+  indices: tuple[int, ...]
+  labels: Mapping[int, int]
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    record = self.records[self.indices[index]]
+    return {**record, "label": self.labels[int(record["label"])]}
+
+
+def class_subset(source: Source, classes: Sequence[int]) -> Source:
+  """The records of `classes` only, relabelled 0..k-1 in the order given, names kept.
+
+  Finding them reads every record's label once (for a large dataset, once per run).
+
+  Raises:
+    UserError: for a label outside the dataset's, or one given twice.
+  """
+  classes = tuple(int(c) for c in classes)
+  outside = [c for c in classes if not 0 <= c < source.num_classes]
+  if outside or len(set(classes)) != len(classes):
+    raise UserError(f"classes {classes} (config.classes): each must be a label of "
+                    f"{source.name} (0..{source.num_classes - 1}), given once")
+  labels = {c: new for new, c in enumerate(classes)}
+  indices = tuple(i for i in range(len(source.records))
+                  if int(source.records[i]["label"]) in labels)
+  names = tuple(source.class_names[c] for c in classes) if source.class_names else None
+  return Source(_Relabelled(source.records, indices, labels), len(classes), source.name,
+                source.split, names)
+
+
+def open_source(name: str, split: str, data_dir: str | None = None,
+                classes: Sequence[int] = ()) -> Source:
+  """Opens dataset `name`: the embedded digits data (built on first use) or a tfds dataset.
+
+  Args:
+    name, split, data_dir: which dataset split, and where it is prepared.
+    classes: only these labels, relabelled 0..k-1 (`class_subset`); () = every class.
+  """
   from bcos_jax.data import digits  # noqa: PLC0415  (avoids an import cycle)
 
   if name == digits.NAME:
     digits.ensure_prepared(data_dir or DEFAULT_DATA_DIR)
-  return tfds_source(name, split, data_dir)
+  source = tfds_source(name, split, data_dir)
+  return class_subset(source, classes) if classes else source

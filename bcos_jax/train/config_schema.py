@@ -24,7 +24,22 @@ def defaults() -> ConfigDict:
   # batch statistics replace the random initialisation; the optimiser starts afresh. An empty
   # model.name takes its architecture. A checkpoint in the workdir resumes instead.
   config.init_from = config_dict.placeholder(str)
+  # What fine-tuning trains (configs/finetune.py); the defaults train everything at one rate.
+  config.finetune = ConfigDict({
+      # A new classifier head (randomly initialised) for the data set's classes, its logit bias
+      # set for their number (train/init_from.py); every other variable comes from init_from.
+      # Without it, a data set with another number of classes than init_from's is refused.
+      "new_head": False,
+      # full: every parameter trains (the backbone at backbone_lr_factor × the rate);
+      # linear_probe: only the head trains, the backbone's norm layers use (and keep) their
+      # running statistics.
+      "mode": "full",
+      "backbone_lr_factor": 1.0,  # mode=full: the backbone's rate / the head's (1: one rate)
+  })
   config.dataset = ""  # a tfds name, or bcos_digits
+  # Train and evaluate on these labels only, relabelled 0..k-1 in this order (names kept); ()
+  # = every class.
+  config.classes = ()
   config.data_dir = config_dict.placeholder(str)  # None: $TFDS_DATA_DIR or ~/tensorflow_datasets
   config.train_split = "train"
   config.eval_split = "test"

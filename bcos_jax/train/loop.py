@@ -53,16 +53,38 @@ def _preemption_flag():
     signal.signal(signal.SIGTERM, previous)
 
 
-def _optimizer(config: ConfigDict, schedule: optax.Schedule,
-               accumulate_steps: int = 1) -> optax.GradientTransformation:
-  """Adam, after optional global-norm or adaptive (unit-wise, v2) gradient clipping."""
-  transforms = []
-  if config.grad_clip_norm:
-    transforms.append(optax.clip_by_global_norm(config.grad_clip_norm))
-  if config.agc_clip_factor:
-    transforms.append(optax.adaptive_grad_clip(config.agc_clip_factor, eps=1e-3))
-  transforms.append(optax.adam(schedule))
-  optimizer = optax.chain(*transforms)
+def _optimizer(config: ConfigDict, schedule: optax.Schedule, accumulate_steps: int = 1,
+               param_labels: nnx.State | None = None) -> optax.GradientTransformation:
+  """Adam, after optional global-norm or adaptive (unit-wise, v2) gradient clipping.
+
+  Args:
+    config: the training config; its `optimizer` and `finetune` fields are read.
+    schedule: the learning rate per optimiser update.
+    accumulate_steps: batches per update (`optax.MultiSteps`).
+    param_labels: `train.state.param_labels` of the model; needed when `config.finetune`
+      treats the head and the backbone differently: a linear probe gives the backbone zero
+      updates (`optax.set_to_zero`, so its parameters stay bit for bit), full fine-tuning a
+      rate scaled by `backbone_lr_factor`.
+  """
+  options, finetune = config.optimizer, config.finetune
+  clipping = []
+  if options.grad_clip_norm:
+    clipping.append(optax.clip_by_global_norm(options.grad_clip_norm))
+  if options.agc_clip_factor:
+    clipping.append(optax.adaptive_grad_clip(options.agc_clip_factor, eps=1e-3))
+  if finetune.mode == "linear_probe":
+    # Clipping sees the head's gradients alone: the backbone is not part of the model trained.
+    optimizer = optax.multi_transform(
+        {train_state.HEAD: optax.chain(*clipping, optax.adam(schedule)),
+         train_state.BACKBONE: optax.set_to_zero()}, param_labels)
+  elif finetune.backbone_lr_factor != 1:
+    factor = finetune.backbone_lr_factor
+    optimizer = optax.chain(*clipping, optax.multi_transform(
+        {train_state.HEAD: optax.adam(schedule),
+         train_state.BACKBONE: optax.adam(lambda count: factor * schedule(count))},
+        param_labels))
+  else:  # one group: the optimiser state keeps the structure of runs that had no finetune field
+    optimizer = optax.chain(*clipping, optax.adam(schedule))
   if accumulate_steps > 1:  # a virtual batch: one update per accumulate_steps batches
     optimizer = optax.MultiSteps(optimizer, every_k_schedule=accumulate_steps)
   return optimizer
@@ -131,11 +153,11 @@ def _check_workdir_model(workdir: pathlib.Path, config: ConfigDict) -> None:
 def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[str, float]:
   """Trains `config.model` on `config.dataset`, evaluating and checkpointing into `workdir`.
 
-  Starts from the variables of `config.init_from` when it is set (fine-tuning),
-  and resumes from the newest checkpoint in `workdir` if there is one (a
-  restarted fine-tuning run continues). SIGTERM
+  Starts from the variables of `config.init_from` when it is set (fine-tuning;
+  `config.finetune` says what trains), and resumes from the newest checkpoint in
+  `workdir` if there is one (a restarted fine-tuning run continues). SIGTERM
   saves a checkpoint and returns; a NaN/Inf loss raises NonFiniteLossError
-  (the last good checkpoint stays).
+  (the last good checkpoint stays). `config.classes` restricts both splits.
 
   Returns:
     The last evaluation's metrics.
@@ -144,12 +166,14 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
   workdir = pathlib.Path(workdir)
   # Everything the user may have mistyped is checked before anything is written.
   _check_workdir_model(workdir, config)
-  model, origin = init_from.initial_model(config)
+  train_source = data.open_source(config.dataset, config.train_split, config.data_dir,
+                                  config.classes)
+  eval_source = data.open_source(config.dataset, config.eval_split, config.data_dir,
+                                 config.classes)
+  model, origin = init_from.initial_model(config, train_source.num_classes)
   name = model.config.name  # config.model.name may be empty: init_from's architecture
   mesh = sharding.make_mesh(config.num_devices, config.fsdp)
   sharding.check_batch_divides(config.batch_size, mesh)
-  train_source = data.open_source(config.dataset, config.train_split, config.data_dir)
-  eval_source = data.open_source(config.dataset, config.eval_split, config.data_dir)
   recipe = data.get_recipe(config.recipe)
   workdir.mkdir(parents=True, exist_ok=True)
   is_main = jax.process_index() == 0
@@ -178,7 +202,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
   # The schedule counts optimiser updates: one per accumulate_steps batches.
   schedule = make_schedule(config.optimizer, max(total_steps // options.accumulate_steps, 1),
                            max(steps_per_epoch // options.accumulate_steps, 1))
-  optimizer = _optimizer(config.optimizer, schedule, options.accumulate_steps)
+  optimizer = _optimizer(config, schedule, options.accumulate_steps,
+                         train_state.param_labels(model))
   use_ema = options.ema_decay is not None
   graphdef, state = train_state.create(model, optimizer, ema=use_ema)
   model_config = config_as_json(model)

@@ -5,7 +5,11 @@ import jax
 import optax
 from flax import nnx
 
+from bcos_jax import models
 from bcos_jax.errors import UserError
+
+# The labels of `param_labels`: the optimiser can treat the two groups differently.
+HEAD, BACKBONE = "head", "backbone"
 
 
 @flax.struct.dataclass
@@ -30,6 +34,23 @@ class TrainState:
 def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
   """(graphdef, params, other variables)."""
   return nnx.split(model, nnx.Param, ...)
+
+
+def head_attributes(model: nnx.Module) -> tuple[str, ...]:
+  """The model's classifiers: `head` (every family's name for it) and an auxiliary one.
+
+  Inception-v3's auxiliary classifier (its family's `aux_head`) ends in the classes' logits
+  as well, so it counts as a head: a new head replaces it too, and a linear probe trains it.
+  """
+  aux = (models.info(model).family.aux_head,) if models.has_aux_head(model) else ()
+  return ("head", *aux)
+
+
+def param_labels(model: nnx.Module) -> nnx.State:
+  """HEAD or BACKBONE for each of the model's parameters (`optax.multi_transform` labels)."""
+  heads = head_attributes(model)
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: HEAD if path[0].key in heads else BACKBONE, nnx.state(model, nnx.Param))
 
 
 def create(model: nnx.Module, optimizer: optax.GradientTransformation, ema: bool = False

@@ -17,7 +17,7 @@ from ml_collections import ConfigDict
 from bcos_jax import models, sharding
 from bcos_jax.evaluate.accuracy import topk_correct
 from bcos_jax.train import losses
-from bcos_jax.train.state import TrainState, split_model
+from bcos_jax.train.state import HEAD, TrainState, param_labels, split_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,19 +31,25 @@ class StepOptions:
     ema_decay: decay of the parameter average per optimiser update; None: none.
     accumulate_steps: batches per optimiser update (the optimiser is then an
       `optax.MultiSteps`), for a virtual batch of accumulate_steps × batch.
+    linear_probe: only the head learns (`train.state.param_labels`): the model runs as in
+      evaluation (`models.eval_mode`: norm layers use and keep their running statistics,
+      stochastic depth keeps every branch) and no gradient flows into the backbone, so
+      its variables stay as they were (the optimiser gives them zero updates).
   """
   loss: str = "bce"
   aux_weight: float = 0.0
   compute_dtype: str = "float32"
   ema_decay: float | None = None
   accumulate_steps: int = 1
+  linear_probe: bool = False
 
   @classmethod
   def from_config(cls, config: ConfigDict) -> "StepOptions":
     """The options of a training config (every field is in `config_schema.defaults()`)."""
     return cls(loss=config.loss.name, aux_weight=config.loss.aux_weight,
                compute_dtype=config.compute_dtype, ema_decay=config.ema_decay,
-               accumulate_steps=config.accumulate_steps)
+               accumulate_steps=config.accumulate_steps,
+               linear_probe=config.finetune.mode == "linear_probe")
 
 
 def _cast_floats(tree, dtype):
@@ -66,7 +72,10 @@ def updated_ema(ema_params, params, opt_state, options: StepOptions):
   """
   if options.ema_decay is None:
     return ema_params
-  moved = optax.incremental_update(params, ema_params, 1 - options.ema_decay)
+  # old + (1 - d)·(new - old), not d·old + (1 - d)·new: an average of a parameter that does
+  # not move (a linear probe's backbone) stays bit for bit.
+  moved = jax.tree.map(lambda new, old: old + (1 - options.ema_decay) * (new - old), params,
+                       ema_params)
   if options.accumulate_steps == 1:
     return moved
   applied = opt_state.mini_step == 0
@@ -86,19 +95,32 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
     mesh: the device mesh; the batch is split over all devices, the state
       placed by `sharding.state_sharding`.
     state: an example state (for its structure).
-    options: loss, auxiliary loss, compute precision, EMA, accumulation.
+    options: loss, auxiliary loss, compute precision, EMA, accumulation, linear probing.
     trace_check: wraps the step before jit, e.g. `chex.assert_max_traces(n=1)`
       in tests (the loop checks the compilation cache instead).
   """
   loss_of = losses.get_loss(options.loss)
   dtype = jnp.dtype(options.compute_dtype)
+  labels = (param_labels(nnx.merge(graphdef, state.params, state.model_state))
+            if options.linear_probe else None)
+
+  def trained(params):
+    """The parameters; in a linear probe the backbone's are cut off from the gradient
+    (its backward pass is then never computed)."""
+    if labels is None:
+      return params
+    return jax.tree.map(lambda p, label: p if label == HEAD else jax.lax.stop_gradient(p),
+                        params, labels)
 
   def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
 
     def loss_fn(params):
       # copy=True: fresh variables in this trace, so norm layers may update
       # their statistics here (the state's own variables belong to the outer trace).
-      model = nnx.merge(graphdef, _cast_floats(params, dtype), state.model_state, copy=True)
+      model = nnx.merge(graphdef, _cast_floats(trained(params), dtype), state.model_state,
+                        copy=True)
+      if options.linear_probe:
+        model = models.eval_mode(model)
       x = models.input_transform(model)(batch["image"]).astype(dtype)
       if options.aux_weight:
         logits, aux_logits = model.logits_with_aux(x)

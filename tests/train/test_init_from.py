@@ -1,6 +1,7 @@
 """config.init_from: fine-tuning starts from another run's (or a saved model's) variables."""
 
 import importlib.util
+import math
 import pathlib
 
 import jax
@@ -95,7 +96,7 @@ def test_a_run_starts_from_init_froms_parameters_and_statistics(tmp_path, data_d
 def test_init_from_a_saved_model(tmp_path, data_dir, run_a):
   saved = models.save(models.load(run_a), tmp_path / "saved")
   config = config_schema.complete(_config(data_dir, init_from=str(saved)))
-  model, line = init_from.initial_model(config)
+  model, line = init_from.initial_model(config, num_classes=10)
   _assert_equal(_variables(model), _variables(models.load(saved)))
   assert line == f"initialised from {saved} (resnet18)"
 
@@ -151,3 +152,88 @@ def test_a_bcosified_network_is_never_trained_from_random_weights(tmp_path, data
   with pytest.raises(UserError, match="convert --bcosify"):
     loop.train_and_evaluate(config, tmp_path / "run")
   assert not (tmp_path / "run").exists()
+
+
+def _new_head_config(data_dir, init, **finetune):
+  config = _config(data_dir, init_from=str(init))
+  config.model.name = ""
+  config.model.overrides = ConfigDict()
+  config.finetune.new_head = True
+  config.finetune.update(finetune)
+  return config_schema.complete(config)
+
+
+def test_a_new_head_for_another_number_of_classes(data_dir, run_a):
+  """The head is new (the data set's 5 classes, bias -log 4, recorded in the model config);
+  every other variable is init_from's."""
+  model, line = init_from.initial_model(_new_head_config(data_dir, run_a), num_classes=5)
+  assert model.config == models.config_for("resnet18", **{**TINY_RESNET, "num_classes": 5})
+  assert model.logit_layer.bias == pytest.approx(-math.log(4))
+  assert model.head.kernel.shape == (1, 1, 16, 5)
+  loaded = _variables(models.load(run_a))
+  started = _variables(model)
+  assert {p for p in started if p[0] != "head"} == {p for p in loaded if p[0] != "head"}
+  _assert_equal({p: v for p, v in started.items() if p[0] != "head"},
+                {p: v for p, v in loaded.items() if p[0] != "head"})
+  assert line.endswith("; a new head for 5 classes (logit bias -1.386)")
+
+
+@pytest.mark.parametrize(("name", "overrides", "bias"), [
+    ("v1_cifar9l_b2", {"widths": (4,) * 8}, -math.log(2)),  # log(0.1/0.9) -> -log(C - 1)
+    ("standard_resnet18", {"layers": (1, 1), "stem_width": 8}, 0.0),  # no prior stays none
+])
+def test_a_new_heads_logit_bias_follows_the_family(tmp_path, data_dir, name, overrides, bias):
+  saved = models.save(models.create(name, rngs=nnx.Rngs(0), **overrides), tmp_path / "saved")
+  model, _ = init_from.initial_model(_new_head_config(data_dir, saved), num_classes=3)
+  assert dict(model.config.kwargs)["num_classes"] == 3
+  assert model.logit_layer.bias == pytest.approx(bias)
+  assert dict(model.config.kwargs)["logit_bias"] == pytest.approx(bias)
+
+
+def test_another_number_of_classes_without_a_new_head_fails_before_anything_is_written(
+    tmp_path, data_dir, run_a):
+  config = _config(data_dir, init_from=str(run_a), classes=(0, 1, 2, 3, 4))
+  config.model.name = ""
+  config.model.overrides = ConfigDict()
+  with pytest.raises(UserError, match=r"holds a resnet18 .* with 10 classes, and config.dataset="
+                     r"bcos_digits \(config.classes=\(0, 1, 2, 3, 4\)\) has 5 classes: set "
+                     r"config.finetune.new_head=True"):
+    loop.train_and_evaluate(config, tmp_path / "run")
+  assert not (tmp_path / "run").exists()
+
+
+def test_a_data_set_of_one_class_fails_before_anything_is_written(tmp_path, data_dir, run_a):
+  config = _config(data_dir, init_from=str(run_a), classes=(3,))
+  config.finetune.new_head = True
+  with pytest.raises(UserError, match=r"has 1 class: a classifier needs at least 2"):
+    loop.train_and_evaluate(config, tmp_path / "run")
+  assert not (tmp_path / "run").exists()
+
+
+def test_a_model_of_other_classes_than_the_data_set_is_refused(data_dir):
+  """Trained from scratch as well: a 10-class model on 5 classes would train silently wrong."""
+  config = config_schema.complete(_config(data_dir, classes=(5, 6, 7, 8, 9)))
+  with pytest.raises(UserError, match=r"with 10 classes, .* has 5 classes: set "
+                     r"config.model.overrides.num_classes=5"):
+    init_from.initial_model(config, num_classes=5)
+
+
+def test_init_from_pretrained_names_the_released_model(data_dir, run_a, monkeypatch):
+  asked = []
+
+  def pretrained(name):
+    asked.append(name)
+    return models.load(run_a)
+
+  monkeypatch.setattr(models, "pretrained", pretrained)
+  config = _new_head_config(data_dir, "pretrained:resnet18")
+  model, line = init_from.initial_model(config, num_classes=5)
+  assert asked == ["resnet18"]
+  assert line.startswith("initialised from pretrained:resnet18 (resnet18); a new head")
+  _assert_equal(_variables(model, nnx.BatchStat), _variables(models.load(run_a), nnx.BatchStat))
+
+
+def test_init_from_an_unreleased_name_is_a_clear_error(data_dir):
+  config = _new_head_config(data_dir, "pretrained:resnet19")
+  with pytest.raises(UserError, match="resnet19"):
+    init_from.initial_model(config, num_classes=5)
