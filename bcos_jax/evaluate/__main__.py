@@ -81,7 +81,11 @@ def main(argv):
     model = models.pretrained(_PRETRAINED.value)
   else:
     model = models.load(_WORKDIR.value or _MODEL_DIR.value)
-  source = data.open_source(dataset, split, _DATA_DIR.value or run_config.get("data_dir"))
+  # A run trained on some classes (config.classes) is evaluated on those, relabelled as it
+  # was trained; another --dataset than the run's is taken whole.
+  classes = (run_config.get("classes") or ()) if dataset == run_config.get("dataset") else ()
+  source = data.open_source(dataset, split, _DATA_DIR.value or run_config.get("data_dir"),
+                            classes=classes)
   transform = data.get_recipe(recipe).eval
   grid_transform = data.recipes.rescaled_eval(recipe, _GRID.value) if _RESCALE.value else transform
   setting = localisation.Setting(n_imgs=_GRID.value**2, count=_GRIDS.value,
