@@ -140,6 +140,13 @@ def tfds_source(name: str, split: str, data_dir: str | None = None,
         f"{prepare_command(name, data_dir)}") from error
   except (FileNotFoundError, AssertionError) as error:
     raise _not_prepared(name, split, data_dir) from error
+  except ValueError as error:
+    splits = list(builder.info.splits)
+    if not any(split.startswith(known) for known in splits):  # tfds: "Unknown split ..."
+      raise UserError(f"dataset {name!r} has no split {split!r}; its splits are "
+                      f"{', '.join(splits)} (set config.train_split / config.eval_split, "
+                      "or --split)") from error
+    raise
   return Source(records, _num_classes(builder.info), name, split, _class_names(builder.info))
 
 

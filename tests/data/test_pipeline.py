@@ -39,6 +39,13 @@ def test_digits_dataset_end_to_end(data_dir, digits_train):
   assert not set(digits.split_indices()["train"]) & set(digits.split_indices()["test"])
 
 
+def test_a_split_the_dataset_lacks_is_named_with_the_splits_it_has(data_dir):
+  from bcos_jax.errors import UserError
+
+  with pytest.raises(UserError, match="no split 'validation'; its splits are train, test"):
+    data.open_source(digits.NAME, "validation", data_dir)
+
+
 def test_train_batches(digits_train):
   recipe = data.get_recipe("digits")
   batch = _take(data.train_dataset(digits_train, recipe.train, seed=0, global_batch_size=16), 1)[0]
