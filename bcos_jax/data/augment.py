@@ -70,10 +70,13 @@ def resize_center_crop(image, resize: int, crop: int) -> Image.Image:
   image = image if isinstance(image, Image.Image) else open_image(image)
   width, height = image.size
   new_w, new_h = _shorter_side_size(width, height, resize)
-  scale = width / new_w  # original pixels per resized pixel
+  # Original pixels per resized pixel, per axis: the resized size is truncated to
+  # integers (as torchvision's), so the two scales differ slightly, and one scale for
+  # both would put the box outside the image when resize == crop.
+  scale_x, scale_y = width / new_w, height / new_h
   left, top = round((new_w - crop) / 2), round((new_h - crop) / 2)
-  box = (left * scale, top * scale, (left + crop) * scale, (top + crop) * scale)
-  factor = draft_for_box(image, (crop * scale, crop * scale), (crop, crop))
+  box = (left * scale_x, top * scale_y, (left + crop) * scale_x, (top + crop) * scale_y)
+  factor = draft_for_box(image, (crop * scale_x, crop * scale_y), (crop, crop))
   return _rgb(image).resize((crop, crop), Image.BILINEAR, box=tuple(v * factor for v in box))
 
 

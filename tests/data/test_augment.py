@@ -126,6 +126,23 @@ def test_resize_center_crop(sample_images, jpeg_folder):
   assert np.abs(_array(out).astype(int) - reference.astype(int)).mean() < 4
 
 
+@pytest.mark.parametrize("size", [(500, 375), (375, 500), (301, 217)])
+def test_resize_center_crop_when_the_resize_is_the_crop(size):
+  """Resize the shorter side to 224 and crop 224: the box spans the whole shorter side (it
+  used to fall outside a non-square image), and equals resizing first, then cropping."""
+  rng = np.random.default_rng(0)
+  image = Image.fromarray(rng.integers(0, 256, (*size[::-1], 3), dtype=np.uint8))
+  out = augment.resize_center_crop(image, 224, 224)
+  _check(out, (224, 224, 3))
+  width, height = size
+  new = (224, int(224 * height / width)) if width <= height else (int(224 * width / height), 224)
+  resized = np.asarray(image.resize(new, Image.BILINEAR)).astype(int)
+  left, top = round((new[0] - 224) / 2), round((new[1] - 224) / 2)
+  reference = resized[top:top + 224, left:left + 224]
+  # A noise image: a box one row off would differ by about 29 on average.
+  assert np.abs(_array(out).astype(int) - reference).mean() < 0.5
+
+
 def test_pad_and_random_crop_pads_with_zeros():
   image = np.full((32, 32, 3), 200, np.uint8)
   crops = [augment.pad_and_random_crop(image, _rng(s), 32, 4) for s in range(20)]
