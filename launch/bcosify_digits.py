@@ -41,7 +41,7 @@ import time
 import numpy as np
 from absl import flags
 
-from bcos_jax import cli, console
+from bcos_jax import cli, console, stages
 from bcos_jax.errors import UserError
 
 _ROOT = flags.DEFINE_string("root", "/tmp/bcosify_digits", "Every stage's directory goes here.")
@@ -71,7 +71,6 @@ NUM_CLASSES = 10
 METHODS = {"conventional": ("input_x_gradient", "grad_cam"),
            "bcosified": ("bcos", "input_x_gradient", "grad_cam"),
            "finetuned": ("bcos", "input_x_gradient", "grad_cam")}
-RESULT_FILE = "result.json"
 
 
 def _digits_config():
@@ -126,22 +125,6 @@ def _settings() -> dict[str, dict]:
                "finetune_steps": _FINETUNE_STEPS.value, "finetune_lr": _FINETUNE_LR.value,
                "finetune_loss": _FINETUNE_LOSS.value}
   return {"conventional": conventional, "bcosified": bcosified, "finetuned": finetuned}
-
-
-def _finished(directory: pathlib.Path, settings: dict) -> dict | None:
-  """The result of a stage already done with these settings; None if it was not done."""
-  path = directory / RESULT_FILE
-  if not path.is_file():
-    return None
-  result = json.loads(path.read_text())
-  if result["settings"] != settings:
-    changed = sorted(k for k in settings.keys() | result["settings"].keys()
-                     if settings.get(k) != result["settings"].get(k))
-    raise UserError(f"{path} was made with other settings ({', '.join(changed)}: "
-                    f"{ {k: result['settings'].get(k) for k in changed} } then, "
-                    f"{ {k: settings.get(k) for k in changed} } now); use another --root, or "
-                    "delete that stage's directory and the ones after it")
-  return result
 
 
 def exactness(model, images_uint8) -> dict[str, float]:
@@ -245,9 +228,9 @@ def run_stage(stage: str, root: pathlib.Path, settings: dict) -> dict:
   from bcos_jax.convert.bcosify import bcosify  # noqa: PLC0415
 
   directory = root / stage
-  done = _finished(directory, settings)
+  done = stages.finished(directory, settings)
   if done is not None:
-    console.say(f"{stage}: done before ({directory / RESULT_FILE}), not redone")
+    console.say(f"{stage}: done before ({directory / stages.RESULT_FILE}), not redone")
     return done
   console.say(f"{stage}: into {directory}")
   start = time.perf_counter()
@@ -265,7 +248,7 @@ def run_stage(stage: str, root: pathlib.Path, settings: dict) -> dict:
   row = {"stage": stage, **measure(model, stage, root)}
   row["seconds"] = {step: made, **row["seconds"], "total": time.perf_counter() - start}
   row["settings"] = settings
-  (directory / RESULT_FILE).write_text(json.dumps(row, indent=2))
+  stages.record(directory, row)
   return row
 
 

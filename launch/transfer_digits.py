@@ -29,8 +29,7 @@ import time
 import numpy as np
 from absl import flags
 
-from bcos_jax import cli, console
-from bcos_jax.errors import UserError
+from bcos_jax import cli, console, stages
 
 _ROOT = flags.DEFINE_string("root", "/tmp/transfer_digits", "Every stage's directory goes here.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "tfds data directory.")
@@ -51,7 +50,6 @@ CONFIG = pathlib.Path(__file__).parents[1] / "configs" / "digits.py"
 SOURCE_CLASSES, TARGET_CLASSES = (0, 1, 2, 3, 4), (5, 6, 7, 8, 9)
 STAGES = ("pretrain", "linear_probe", "full", "scratch")
 BACKBONE_LR_FACTOR = 0.1
-RESULT_FILE = "result.json"
 # What the table says each stage starts from and trains.
 DESCRIPTIONS = {"pretrain": ("random", "all"), "linear_probe": ("pretrain", "new head only"),
                 "full": ("pretrain", f"all, new head (backbone lr ×{BACKBONE_LR_FACTOR:g})"),
@@ -100,21 +98,6 @@ def _settings() -> dict:
           "data_dir": _DATA_DIR.value}
 
 
-def _finished(directory: pathlib.Path, settings: dict) -> dict | None:
-  """The result of a stage done with these settings; None if it was not done."""
-  path = directory / RESULT_FILE
-  if not path.is_file():
-    return None
-  result = json.loads(path.read_text())
-  if result["settings"] != settings:
-    changed = sorted(k for k in settings if settings[k] != result["settings"].get(k))
-    raise UserError(f"{path} was made with other settings ({', '.join(changed)}: "
-                    f"{ {k: result['settings'].get(k) for k in changed} } then, "
-                    f"{ {k: settings[k] for k in changed} } now); use another --root, or "
-                    "delete ROOT/pretrain and the other stages")
-  return result
-
-
 def localise(workdir: pathlib.Path, config) -> dict:
   """The localisation of x·W(x) on the stage's test digits, when grids can be made."""
   from bcos_jax import data, models  # noqa: PLC0415
@@ -151,9 +134,9 @@ def run_stage(stage: str, root: pathlib.Path, settings: dict) -> dict:
   from bcos_jax.train.metric_writer import read  # noqa: PLC0415
 
   directory = root / stage
-  done = _finished(directory, settings)
+  done = stages.finished(directory, settings)
   if done is not None:
-    console.say(f"{stage}: done before ({directory / RESULT_FILE}), not redone")
+    console.say(f"{stage}: done before ({directory / stages.RESULT_FILE}), not redone")
     return done
   console.say(f"{stage}: into {directory}")
   config = stage_config(stage, root)
@@ -168,7 +151,7 @@ def run_stage(stage: str, root: pathlib.Path, settings: dict) -> dict:
          "top1": final["eval/top1"], "test_images": int(final["eval/count"]),
          "top1_by_step": [[step, evals[step]["eval/top1"]] for step in sorted(evals)],
          **localise(directory, config), "train_seconds": seconds, "settings": settings}
-  (directory / RESULT_FILE).write_text(json.dumps(row, indent=2))
+  stages.record(directory, row)
   return row
 
 

@@ -4,12 +4,11 @@ One test runs the launcher once (about 40 s on 2 cores) and checks each part
 with a helper, so that pytest-xdist does not run it again on other workers.
 """
 
-import importlib.util
 import json
 import pathlib
-import sys
 
 import jax.numpy as jnp
+import launchers
 import numpy as np
 import pytest
 from absl import flags
@@ -23,14 +22,7 @@ TINY = ["--layers=1,1", "--stem_width=4", "--batch_size=16", "--steps=3", "--fin
 
 
 def _launcher():
-  """The launcher as a module (its flags are defined once per process)."""
-  if "bcosify_digits" not in sys.modules:
-    spec = importlib.util.spec_from_file_location("bcosify_digits",
-                                                  ROOT / "launch" / "bcosify_digits.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    sys.modules["bcosify_digits"] = module
-  return sys.modules["bcosify_digits"]
+  return launchers.load("bcosify_digits")
 
 
 def _main(root, data_dir, *extra) -> list[dict]:

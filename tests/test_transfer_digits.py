@@ -1,10 +1,9 @@
 """launch/transfer_digits.py at CI size: every stage measured, resumable, linear probe frozen."""
 
-import importlib.util
 import json
 import pathlib
-import sys
 
+import launchers
 import numpy as np
 import pytest
 from absl import flags
@@ -20,14 +19,7 @@ TINY = ["--steps=2", "--grids=0", "--width=0.0625", "--explanations=0"]
 
 
 def _launcher():
-  """The launcher as a module (its flags are defined once per process)."""
-  if "transfer_digits" not in sys.modules:
-    spec = importlib.util.spec_from_file_location("transfer_digits",
-                                                  ROOT / "launch" / "transfer_digits.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    sys.modules["transfer_digits"] = module
-  return sys.modules["transfer_digits"]
+  return launchers.load("transfer_digits")
 
 
 def _main(root, data_dir, *extra) -> list[dict]:
