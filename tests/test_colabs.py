@@ -15,6 +15,8 @@ NOTEBOOKS = sorted((ROOT / "colabs").glob("*.ipynb"))
 EXPECTED_OUTPUT = {
     "bcosify.ipynb": ["contributions + offset == logit - bias: True",
                       "B-cosified, after fine-tuning: test top-1"],
+    "localisation.ipynb": ["the first explains classes", "| Ours |", "| GCam |", "| IxG |",
+                           "_smooth1.png"],
     "neurons.ipynb": ["'layers.4'", "top-activating records of layers.4:0:",
                       "top-activating records of layers.4:1:"],
     "quickstart.ipynb": ["contributions sum to logit - bias: True",

@@ -249,6 +249,22 @@ class _TransformedImages(Sequence):
     return self.transform(self.source[index])["image"]
 
 
+def build_grids(model: nnx.Module, source, transform, grid_transform, setting: Setting,
+                batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+  """The grids of an analysis: (count, s·h, s·w, 3) uint8 and their targets (count, n_imgs).
+
+  Classifies `source` with `transform` (`accuracy.classify`, sharded) and tiles the
+  confident, correct images (`sample_grid_indices`) through `grid_transform`.
+  """
+  results = accuracy.classify(model, source, transform, batch_size)
+  logging.info("test accuracy %.4f on %d images", results.correct.mean(), len(results.label))
+  order = sample_grid_indices(results.label, results.top_logit, results.correct,
+                              setting.n_imgs, setting.conf_thresh,
+                              num_classes=source.num_classes)
+  return make_grids(_TransformedImages(source, grid_transform), results.label, order,
+                    setting.n_imgs, setting.count, setting.allow_fewer)
+
+
 def run(model: nnx.Module, source, transform, grid_transform, methods: dict[str, Callable],
         setting: Setting, batch_size: int = 64,
         report: Callable[[str, np.ndarray, float], None] | None = None) -> dict[str, np.ndarray]:
@@ -267,13 +283,7 @@ def run(model: nnx.Module, source, transform, grid_transform, methods: dict[str,
   Returns:
     name -> (count · n_imgs,) scores.
   """
-  results = accuracy.classify(model, source, transform, batch_size)
-  logging.info("test accuracy %.4f on %d images", results.correct.mean(), len(results.label))
-  order = sample_grid_indices(results.label, results.top_logit, results.correct,
-                              setting.n_imgs, setting.conf_thresh,
-                              num_classes=source.num_classes)
-  grids, targets = make_grids(_TransformedImages(source, grid_transform), results.label, order,
-                              setting.n_imgs, setting.count, setting.allow_fewer)
+  grids, targets = build_grids(model, source, transform, grid_transform, setting, batch_size)
   encode = jax.jit(models.input_transform(model))
   scores = {}
   for name, method in methods.items():
@@ -286,6 +296,54 @@ def run(model: nnx.Module, source, transform, grid_transform, methods: dict[str,
     if report:
       report(name, scores[name], seconds)
   return scores
+
+
+def maps_figure(model: nnx.Module, grid: np.ndarray, targets: np.ndarray,
+                methods: dict[str, Callable], smooth: int = 0,
+                class_names: Sequence[str] | None = None,
+                labels: dict[str, str] | None = None):
+  """Every method's attribution maps on one grid, each titled with its score.
+
+  Row i explains `targets[i]` (whose image sits in tile i): the grid, then one
+  column per method with its map summed over channels (red positive, blue
+  negative), and the score the metric gives it (`score`, with `smooth`).
+
+  Args:
+    model: the classifier.
+    grid: one (s·h, s·w, 3) uint8 grid (`build_grids`).
+    targets: its (n_imgs,) classes.
+    methods: name -> attribution method, as for `run`.
+    smooth: the box-smoothing kernel of the scores.
+    class_names: label names for the row titles.
+    labels: method titles (default: `attribution.PAPER_LABELS`).
+
+  Returns:
+    A matplotlib Figure (not attached to pyplot).
+  """
+  from matplotlib.figure import Figure  # noqa: PLC0415  (only plotting needs it)
+
+  from bcos_jax.explain import visualise  # noqa: PLC0415  (explain imports evaluate)
+
+  labels = {**attribution.PAPER_LABELS, **(labels or {})}
+  targets = np.asarray(targets)
+  x = models.input_transform(model)(jnp.asarray(grid)[None])
+  maps = {name: np.asarray(method(model, x, jnp.asarray(targets)[None])[0])
+          for name, method in methods.items()}  # each (n_imgs, H, W, C')
+  scores = {name: np.asarray(score(jnp.asarray(m), n_imgs=len(targets), smooth=smooth))
+            for name, m in maps.items()}
+  fig = Figure(figsize=(1.6 * (len(methods) + 1), 1.6 * len(targets)))
+  axes = fig.subplots(len(targets), len(methods) + 1, squeeze=False)
+  for row, target in enumerate(targets):
+    axes[row, 0].imshow(grid)
+    axes[row, 0].set_axis_off()
+    name = class_names[target] if class_names else f"class {target}"
+    axes[row, 0].set_title(f"explain {name}", fontsize="small")
+    for col, (method, method_maps) in enumerate(maps.items(), start=1):
+      visualise.plot_contribution_map(method_maps[row].sum(-1), ax=axes[row, col])
+      axes[row, col].set_title(f"{labels.get(method, method)} {scores[method][row]:.2f}",
+                               fontsize="small")
+  fig.tight_layout()
+  return fig
 
 
 def quartiles(scores: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:

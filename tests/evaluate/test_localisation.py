@@ -173,6 +173,23 @@ def test_oracle_scores_one_uniform_one_over_n_and_results_are_written(tmp_path):
   assert set(np.load(stem.with_suffix(".npz")).files) == set(scores)
 
 
+def test_maps_figure_shows_each_method_on_each_target_with_its_score():
+  identity = lambda record: record  # noqa: E731  (images are already final)
+  setting = localisation.Setting(n_imgs=4, count=2, smooth=1)
+  model = _colour_classifier()
+  grids, targets = localisation.build_grids(model, _source(), identity, identity, setting)
+  chex.assert_shape(grids, (2, 2 * SIZE, 2 * SIZE, 3))
+  assert all(len(set(t)) == 4 for t in targets)  # distinct classes per grid
+  fig = localisation.maps_figure(model, grids[0], targets[0],
+                                 {"oracle": _tile_oracle, "uniform": _uniform},
+                                 smooth=1, class_names=[f"grey {c}" for c in range(NUM_CLASSES)])
+  axes = fig.axes
+  assert len(axes) == 4 * 3
+  titles = [ax.get_title() for ax in axes]
+  assert titles[0] == f"explain grey {targets[0][0]}"
+  assert titles[1:3] == ["oracle 1.00", "uniform 0.25"]  # the scores `run` gives them
+
+
 def test_method_sets_by_name():
   assert list(attribution.methods_by_name(["all"])) == list(attribution.METHODS)
   # The CVPR paper's comparison (Fig. 6): the model's own explanation and seven post-hoc ones.
