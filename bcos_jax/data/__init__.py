@@ -12,6 +12,7 @@ from bcos_jax.data.sources import (
                                     DEFAULT_DATA_DIR,
                                     DatasetNotPreparedError,
                                     Source,
+                                    class_names,
                                     open_source,
                                     prepare_command,
                                     tfds_source,
@@ -19,6 +20,6 @@ from bcos_jax.data.sources import (
 
 __all__ = [
     "DEFAULT_DATA_DIR", "DatasetNotPreparedError", "ProcessShard", "RECIPES", "Recipe", "Source",
-    "eval_dataset", "get_recipe", "num_eval_batches", "open_source", "per_process_batch_size",
-    "prepare_command", "tfds_source", "train_dataset",
+    "class_names", "eval_dataset", "get_recipe", "num_eval_batches", "open_source",
+    "per_process_batch_size", "prepare_command", "tfds_source", "train_dataset",
 ]

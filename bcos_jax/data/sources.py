@@ -200,3 +200,28 @@ def open_source(name: str, split: str, data_dir: str | None = None,
     digits.ensure_prepared(data_dir or DEFAULT_DATA_DIR)
   source = tfds_source(name, split, data_dir)
   return class_subset(source, classes) if classes else source
+
+
+def class_names(name: str, data_dir: str | None = None) -> tuple[str, ...] | None:
+  """The label names of dataset `name` (None when it has none), as its tfds metadata gives them.
+
+  For a dataset that tfds defines, the names ship with tfds, so nothing needs to be
+  prepared: `class_names("imagenet2012")` gives the 1000 WordNet IDs ("n01440764",
+  ...) that label the official B-cos v2 models' outputs.
+
+  Raises:
+    DatasetNotPreparedError: for a name that is neither a tfds dataset nor prepared.
+  """
+  from bcos_jax.data import digits  # noqa: PLC0415  (avoids an import cycle)
+
+  if name == digits.NAME:
+    return tuple(open_source(name, "test", data_dir).class_names)
+  import tensorflow_datasets as tfds  # noqa: PLC0415  (slow import: only where needed)
+
+  data_dir = data_dir or DEFAULT_DATA_DIR
+  try:
+    with _quiet_tfds():
+      info = tfds.builder(name, data_dir=data_dir).info
+  except tfds.core.registered.DatasetNotFoundError as error:
+    raise _unknown(name, "", data_dir) from error
+  return _class_names(info)

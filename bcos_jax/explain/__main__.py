@@ -89,6 +89,8 @@ def _run_config() -> dict:
 
 def _class_names(run_config: dict):
   """The run's dataset's class names (those of its classes subset), or None."""
+  if _PRETRAINED.value:  # the official v2 models classify ImageNet
+    return data.class_names("imagenet2012")
   if not run_config.get("dataset"):
     return None
   try:

@@ -38,8 +38,7 @@ def _preemption_flag():
   flag = {"stop": False}
 
   def handler(signum, frame):
-    del signum, frame
-    logging.warning("SIGTERM: saving a checkpoint and stopping")
+    del signum, frame  # the loop says so when it stops (printing here is not signal-safe)
     flag["stop"] = True
 
   try:
@@ -293,6 +292,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
       if checkpoint_now or stopping:
         save(step)
       if stopping:
+        say(f"SIGTERM: stopped after step {step} with its checkpoint saved; the same command "
+            "resumes from it")
         break
   manager.wait_until_finished()
   writer.close()

@@ -46,6 +46,15 @@ def test_a_split_the_dataset_lacks_is_named_with_the_splits_it_has(data_dir):
     data.open_source(digits.NAME, "validation", data_dir)
 
 
+def test_class_names_need_no_prepared_data(data_dir, tmp_path):
+  # ImageNet's (the official v2 models' labels) ship with tfds: nothing is prepared here.
+  names = data.class_names("imagenet2012", str(tmp_path))
+  assert len(names) == 1000 and names[:2] == ("n01440764", "n01443537")
+  assert data.class_names(digits.NAME, data_dir) == tuple(str(d) for d in range(10))
+  with pytest.raises(data.DatasetNotPreparedError, match="no dataset 'nonesuch'"):
+    data.class_names("nonesuch", str(tmp_path))
+
+
 def test_train_batches(digits_train):
   recipe = data.get_recipe("digits")
   batch = _take(data.train_dataset(digits_train, recipe.train, seed=0, global_batch_size=16), 1)[0]

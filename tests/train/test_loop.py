@@ -178,6 +178,7 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run(tmp_path, data_dir):
   assert process.returncode == 0, stderr[-3000:]
   saved = sorted(int(p.name) for p in (interrupted / "checkpoints").iterdir() if p.name.isdigit())
   assert saved and saved[-1] < steps, "SIGTERM should have stopped the run early"
+  assert f"SIGTERM: stopped after step {saved[-1]} with its checkpoint saved" in stderr
 
   subprocess.run(_main(interrupted, data_dir, steps), cwd=ROOT, env=env, check=True,
                  capture_output=True, timeout=900)
