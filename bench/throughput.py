@@ -12,18 +12,13 @@ with float32 parameters (forward and explanation stay float32).
 
 import json
 import pathlib
-import statistics
-import time
 
 import jax
-import jax.numpy as jnp
-import optax
 from absl import app, flags
 from flax import nnx
+from timing import bcos_jax_functions, median_ms, random_batch
 
-from bcos_jax import cli, explain, models, sharding
-from bcos_jax.train import state as train_state
-from bcos_jax.train import steps
+from bcos_jax import cli, models
 
 _MODEL = flags.DEFINE_string("model", None, f"one of {', '.join(models.names())}")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Batch size.")
@@ -34,49 +29,17 @@ _COMPUTE_DTYPE = flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bflo
 _JSON = flags.DEFINE_string("json", "bench/results/throughput.json", "The JSON file to write.")
 
 
-def _median_ms(fn, count: int) -> float:
-  jax.block_until_ready(fn())  # compile and warm up
-  times = []
-  for _ in range(count):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append((time.perf_counter() - start) * 1e3)
-  return statistics.median(times)
-
-
 def measure(name: str, batch_size: int, image_size: int, count: int,
             compute_dtype: str = "float32") -> dict:
   model = models.create(name, rngs=nnx.Rngs(0))
   num_classes = model.config.as_dict().get("num_classes", 1000)
-  images = jax.random.randint(jax.random.key(0), (batch_size, image_size, image_size, 3), 0,
-                              256).astype(jnp.uint8)
-  labels = jnp.arange(batch_size) % num_classes
-  # Forward and explain first: the train step donates (and so deletes) the
-  # buffers it shares with the model.
-  eval_graphdef, eval_state = nnx.split(models.eval_mode(model))
-  encode = models.input_transform(model)
-  forward = jax.jit(lambda s, x: nnx.merge(eval_graphdef, s)(encode(x)))
-  explained = jax.jit(lambda s, x: explain.explain(nnx.merge(eval_graphdef, s),
-                                                   encode(x)).weights)
+  images, labels = random_batch(batch_size, image_size, num_classes)
+  timed = bcos_jax_functions(model, images, labels, compute_dtype)
   result = {"model": name, "batch_size": batch_size, "image_size": image_size, "steps": count,
             "compute_dtype": compute_dtype, "device": jax.devices()[0].device_kind,
-            "forward_ms": _median_ms(lambda: forward(eval_state, images), count),
-            "explain_ms": _median_ms(lambda: explained(eval_state, images), count)}
-
-  mesh = sharding.make_mesh(1)
-  optimizer = optax.adam(1e-3)
-  graphdef, state = train_state.create(model, optimizer)
-  state = sharding.place_state(state, mesh)
-  train_step = steps.make_train_step(graphdef, optimizer, optax.constant_schedule(1e-3), mesh,
-                                     state, steps.StepOptions(compute_dtype=compute_dtype))
-  batch = sharding.shard_batch({"image": images, "label": labels}, mesh)
-  holder = {"state": state}
-
-  def train():
-    holder["state"], metrics = train_step(holder["state"], batch)
-    return metrics
-
-  result["train_step_ms"] = _median_ms(train, count)
+            "forward_ms": median_ms(timed["forward"], count),
+            "explain_ms": median_ms(timed["explain"], count),
+            "train_step_ms": median_ms(timed["train_step"], count)}
   result["images_per_s"] = batch_size / result["train_step_ms"] * 1e3
   stats = jax.devices()[0].memory_stats() or {}
   result["peak_bytes"] = stats.get("peak_bytes_in_use")

@@ -1,5 +1,6 @@
 """The benchmark scripts run (smoke test; their numbers are not asserted)."""
 
+import importlib.util
 import json
 import os
 import pathlib
@@ -57,3 +58,23 @@ def test_explainers_benchmark_writes_its_table(tmp_path):
   rows = json.loads(out.read_text())["rows"]
   assert [r["method"] for r in rows] == ["bcos", "occ9_ti", "lime"]
   assert all(r["ms_per_image"] > 0 for r in rows)
+
+
+def test_vs_official_benchmark_times_ours_and_names_the_official_install(tmp_path):
+  out = tmp_path / "vs_official.json"
+  env = {**os.environ, "XLA_FLAGS": ""}
+  command = [sys.executable, str(ROOT / "bench" / "vs_official.py"), "--models",
+             "v1_cifar9l_b2:16:2", "--rounds", "2", "--steps", "1", "--json", str(out)]
+  result = subprocess.run([*command, "--ours_only"], capture_output=True, text=True, env=env,
+                          timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  row = json.loads(out.read_text())["rows"][0]
+  assert set(row["ours_ms"]) == {"train_step", "forward", "explain", "explain_one"}
+  assert all(len(times) == 2 and min(times) > 0 for times in row["ours"].values())
+  bad = subprocess.run([*command[:3], "resnet50:224"], capture_output=True, text=True, env=env,
+                       timeout=600, check=False)
+  assert bad.returncode == 2 and "not NAME:IMAGE_SIZE:BATCH" in bad.stderr
+  if importlib.util.find_spec("bcos") is None:  # CI: the official side is optional tooling
+    missing = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600,
+                             check=False)
+    assert missing.returncode == 2 and "pip install bcos torch torchvision" in missing.stderr

@@ -1,0 +1,224 @@
+"""bcos_jax against the official B-cos v2 code on the same network, inputs and machine.
+
+    pip install bcos torch torchvision     # the official side: optional, never a dependency
+    python bench/vs_official.py --models resnet50:224:8,densenet121:224:8,vitc_ti_patch1_14:224:8 \\
+        --rounds 3 --json bench/results/vs_official.json
+
+Each model is NAME:IMAGE_SIZE:BATCH, NAME a hub name of the official v2
+package (`bcos.models.pretrained`; its models are ours under the same name).
+The official model is built with random weights and imported into bcos_jax
+through `bcos_jax.convert`, and both must give the same logits on the same
+inputs before anything is timed (so the comparison is of one network). Then,
+in `--rounds` rounds that alternate which side runs first, each side's median
+over `--steps` calls (after a warm-up) is taken of:
+
+  train_step   forward, BCE on one-hot targets, backward, Adam update (batch)
+  forward      evaluation-mode logits (batch)
+  explain      W(x) of each image's top class, for the whole batch (one
+               backward in the official explanation mode; `explain.explain`)
+  explain_one  one image: the official `model.explain(img)` (W(x), contribution
+               map, colour explanation) against `explain.explain` on a batch of
+               one plus `explain.to_rgba`
+
+and the table gives official/ours per quantity (above 1: bcos_jax is faster),
+the median over rounds and its spread (min-max over rounds). Both sides use
+`--threads` CPU threads (torch.set_num_threads; XLA:CPU uses every core, so
+pass the machine's core count). `--ours_only` times bcos_jax alone (no torch).
+"""
+
+import json
+import pathlib
+import platform
+import statistics
+
+import jax
+import numpy as np
+from absl import app, flags
+from flax import nnx
+from timing import bcos_jax_functions, median_ms, random_batch
+
+from bcos_jax import cli, convert, models
+from bcos_jax.errors import UserError
+
+_MODELS = flags.DEFINE_list("models", ["resnet50:224:8"], "NAME:IMAGE_SIZE:BATCH, ...")
+_ROUNDS = flags.DEFINE_integer("rounds", 2, "Alternating rounds per model.")
+_STEPS = flags.DEFINE_integer("steps", 3, "Timed calls per quantity and round.")
+_THREADS = flags.DEFINE_integer("threads", 2, "CPU threads of PyTorch.")
+_OURS_ONLY = flags.DEFINE_boolean("ours_only", False, "Time bcos_jax alone (no torch needed).")
+_JSON = flags.DEFINE_string("json", "bench/results/vs_official.json", "The JSON file to write.")
+
+QUANTITIES = ("train_step", "forward", "explain", "explain_one")
+OFFICIAL_INSTALL = "pip install bcos torch torchvision"
+
+
+def parse_spec(spec: str) -> tuple[str, int, int]:
+  """'resnet50:224:8' -> ("resnet50", 224, 8)."""
+  parts = spec.split(":")
+  if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+    raise UserError(f"--models entry {spec!r} is not NAME:IMAGE_SIZE:BATCH (e.g. resnet50:224:8)")
+  if parts[0] not in models.names():
+    raise UserError(f"--models entry {spec!r}: {parts[0]!r} is not a bcos_jax model")
+  return parts[0], int(parts[1]), int(parts[2])
+
+
+def _official_package():
+  """The official v2 package and torch, or a UserError saying how to install them."""
+  try:
+    import bcos.models.pretrained as hub  # noqa: PLC0415  (optional tooling)
+    import torch  # noqa: PLC0415
+  except ImportError as error:
+    raise UserError(f"the official side needs the official package ({error}): "
+                    f"{OFFICIAL_INSTALL}; or pass --ours_only") from error
+  return hub, torch
+
+
+def official_model(name: str):
+  """The official v2 hub model `name`, randomly initialised, in evaluation mode."""
+  hub, _ = _official_package()
+  if name not in hub.list_available():
+    raise UserError(f"{name!r} is not a model of the official v2 package; its models: "
+                    f"{', '.join(hub.list_available())}")
+  return getattr(hub, name)(pretrained=False).eval()
+
+
+def imported(name: str, net) -> nnx.Module:
+  """`net`'s weights in the bcos_jax model of the same name (`convert`)."""
+  state_dict = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
+  return convert.from_torch_state_dict(name, state_dict)
+
+
+def check_parity(model: nnx.Module, net, images_uint8: np.ndarray) -> float:
+  """The largest |logit difference| of the two sides on the same images (raises if not equal).
+
+  Raises:
+    AssertionError: when the logits differ by more than 1e-3 of their scale.
+  """
+  _, torch = _official_package()
+  x6 = np.asarray(models.input_transform(model)(images_uint8))
+  ours = np.asarray(model(x6))
+  with torch.no_grad():
+    theirs = net(torch.from_numpy(x6.transpose(0, 3, 1, 2).copy())).numpy()
+  difference = float(np.abs(ours - theirs).max())
+  scale = float(np.abs(theirs).max()) or 1.0
+  if difference > 1e-3 * max(scale, 1.0):
+    raise AssertionError(f"bcos_jax and the official code disagree: logits differ by up to "
+                         f"{difference:.3g} (scale {scale:.3g}); nothing timed")
+  return difference
+
+
+def official_functions(net, images_uint8: np.ndarray, labels: np.ndarray, model: nnx.Module,
+                       num_classes: int):
+  """The official side's timed functions, computing what `bcos_jax_functions` does."""
+  import copy  # noqa: PLC0415
+
+  _, torch = _official_package()
+  x6 = np.asarray(models.input_transform(model)(images_uint8)).transpose(0, 3, 1, 2).copy()
+  x = torch.from_numpy(x6)
+  net = net.eval()
+
+  def forward():
+    with torch.no_grad():
+      return net(x)
+
+  def explain_batch():
+    inputs = x.clone().requires_grad_(True)
+    with torch.enable_grad(), net.explanation_mode():
+      # Each image's logit depends on its own input only: one backward gives every W(x).
+      net(inputs).max(1).values.sum().backward(inputs=[inputs])
+    return inputs.grad
+
+  def explain_one():
+    return net.explain(x[:1].clone().requires_grad_(True))
+
+  trained = copy.deepcopy(net).train()
+  optimizer = torch.optim.Adam(trained.parameters(), lr=1e-3)
+  targets = torch.nn.functional.one_hot(torch.from_numpy(np.asarray(labels, np.int64)),
+                                        num_classes).float()
+
+  def train_step():
+    optimizer.zero_grad(set_to_none=True)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(trained(x), targets)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+  return {"train_step": train_step, "forward": forward, "explain": explain_batch,
+          "explain_one": explain_one}
+
+
+def measure(spec: str, rounds: int, count: int, ours_only: bool) -> dict:
+  name, size, batch = parse_spec(spec)
+  if ours_only:
+    model = models.create(name, rngs=nnx.Rngs(0))
+  else:
+    net = official_model(name)
+    model = imported(name, net)
+  num_classes = int(np.asarray(model(np.zeros((1, size, size, 6), np.float32))).shape[-1])
+  images, labels = random_batch(batch, size, num_classes)
+  row = {"model": name, "image_size": size, "batch_size": batch, "ours": {}, "official": {}}
+  if not ours_only:
+    row["parity_max_abs_logit_diff"] = check_parity(model, net, np.asarray(images))
+  sides = {"ours": bcos_jax_functions(model, images, labels)}
+  if not ours_only:
+    sides["official"] = official_functions(net, np.asarray(images), np.asarray(labels), model,
+                                           num_classes)
+  for quantity in QUANTITIES:
+    for side in sides:
+      row[side][quantity] = []
+    for r in range(rounds):
+      order = list(sides) if r % 2 == 0 else list(reversed(sides))  # alternate who goes first
+      for side in order:
+        row[side][quantity].append(median_ms(sides[side][quantity], count))
+  for quantity in QUANTITIES:
+    ours = row["ours"][quantity]
+    row.setdefault("ours_ms", {})[quantity] = statistics.median(ours)
+    if not ours_only:
+      theirs = row["official"][quantity]
+      ratios = [t / o for t, o in zip(theirs, ours, strict=True)]
+      row.setdefault("official_ms", {})[quantity] = statistics.median(theirs)
+      row.setdefault("ratio", {})[quantity] = {"median": statistics.median(ratios),
+                                               "min": min(ratios), "max": max(ratios)}
+  return row
+
+
+def table(rows: list[dict]) -> str:
+  lines = [f"{'model':<22}{'size':>5}{'batch':>6}  {'quantity':<12}{'ours ms':>10}"
+           f"{'official ms':>13}{'official/ours':>15}  spread"]
+  for row in rows:
+    for quantity in QUANTITIES:
+      ours = row["ours_ms"][quantity]
+      line = (f"{row['model']:<22}{row['image_size']:>5}{row['batch_size']:>6}  "
+              f"{quantity:<12}{ours:>10.1f}")
+      if "ratio" in row:
+        ratio = row["ratio"][quantity]
+        line += (f"{row['official_ms'][quantity]:>13.1f}{ratio['median']:>14.2f}×  "
+                 f"{ratio['min']:.2f}-{ratio['max']:.2f}")
+      lines.append(line)
+  return "\n".join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  specs = [parse_spec(spec) and spec for spec in _MODELS.value]  # bad entries fail first
+  environment = {"device": jax.devices()[0].device_kind, "jax": jax.__version__,
+                 "cpu_threads": _THREADS.value, "machine": platform.processor() or
+                 platform.machine()}
+  if not _OURS_ONLY.value:
+    _, torch = _official_package()
+    torch.set_num_threads(_THREADS.value)
+    import bcos  # noqa: PLC0415
+
+    environment |= {"torch": torch.__version__, "bcos": getattr(bcos, "__version__", "?")}
+  rows = [measure(spec, _ROUNDS.value, _STEPS.value, _OURS_ONLY.value) for spec in specs]
+  print(table(rows))
+  out = pathlib.Path(_JSON.value)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps({"environment": environment, "rounds": _ROUNDS.value,
+                             "steps": _STEPS.value, "rows": rows}, indent=2))
+  print(f"wrote {out}")
+  return 0
+
+
+if __name__ == "__main__":
+  cli.run(main)
