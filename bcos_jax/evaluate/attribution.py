@@ -59,7 +59,12 @@ def _finish(attributions: jax.Array, squeeze: bool) -> jax.Array:
 
 
 def _split(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State]:
-  return nnx.split(models.eval_mode(model))
+  # The jitted methods merge with `_merge`: evaluation mode is applied while tracing.
+  return nnx.split(model)
+
+
+def _merge(graphdef: nnx.GraphDef, state: nnx.State) -> nnx.Module:
+  return models.eval_mode(nnx.merge(graphdef, state))
 
 
 def _select(logits: jax.Array, targets: jax.Array) -> jax.Array:
@@ -77,7 +82,7 @@ def _one_hot_cotangents(targets: jax.Array, num_classes: int) -> jax.Array:
 @functools.partial(jax.jit, static_argnums=(0, 4))
 def _gradients(graphdef, state, x6, targets, explain_mode: bool) -> jax.Array:
   """d logit_t / d x6 for every target: (N, T, H, W, 6)."""
-  model = nnx.merge(graphdef, state)
+  model = _merge(graphdef, state)
   logits, vjp = jax.vjp(lambda x: model(x, explain=explain_mode), x6)
   (grads,) = jax.vmap(vjp)(_one_hot_cotangents(targets, logits.shape[-1]).astype(logits.dtype))
   return jnp.moveaxis(grads, 0, 1)
@@ -120,7 +125,7 @@ def guided_backprop(model: nnx.Module, x6: jax.Array, targets) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnums=0)
 def _deeplift(graphdef, state, x6, targets) -> jax.Array:
-  model = nnx.merge(graphdef, state)
+  model = _merge(graphdef, state)
   reference = jnp.zeros_like(x6)
 
   def paired_logits(x):
@@ -185,7 +190,7 @@ def grad_cam_layer(model: nnx.Module) -> tuple[str, str]:
 
 @functools.partial(jax.jit, static_argnums=(0, 4, 5))
 def _grad_cam(graphdef, state, x6, targets, path, side) -> jax.Array:
-  model = nnx.merge(graphdef, state)
+  model = _merge(graphdef, state)
   tap = probe.attach(model, path, side)
   model(x6)  # learns the feature map's shape; the compiler drops this pass
   shape = probe.single(tap, path).shape
@@ -245,7 +250,7 @@ def grad_cam(model: nnx.Module, x6: jax.Array, targets, layer: str | None = None
 
 def _masked_logits(graphdef, state, x6, masks, batch_size: int) -> jax.Array:
   """Logits of every image under every mask: masks (M, H, W) -> (M, N, C)."""
-  model = nnx.merge(graphdef, state)
+  model = _merge(graphdef, state)
   return jax.lax.map(lambda mask: model(x6 * mask[None, :, :, None]), masks,
                      batch_size=batch_size)
 
@@ -274,7 +279,7 @@ def occlusion_masks(height: int, width: int, kernel: int, stride: int) -> np.nda
 
 @functools.partial(jax.jit, static_argnums=(0, 5))
 def _occlusion(graphdef, state, x6, targets, masks, batch_size) -> jax.Array:
-  model = nnx.merge(graphdef, state)
+  model = _merge(graphdef, state)
   original = _select(model(x6), targets)  # (N, T)
   perturbed = jax.vmap(_select, (0, None))(
       _masked_logits(graphdef, state, x6, masks, batch_size), targets)  # (M, N, T)
@@ -407,7 +412,7 @@ def lime_surrogate(samples: np.ndarray, outputs: np.ndarray, kernel_width: float
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
 def _probabilities(graphdef, state, x, bcos: bool) -> jax.Array:
-  return _to_probabilities(nnx.merge(graphdef, state)(x), bcos)
+  return _to_probabilities(_merge(graphdef, state)(x), bcos)
 
 
 def lime(model: nnx.Module, x6: jax.Array, targets, samples: int = 500, features: int = 5,

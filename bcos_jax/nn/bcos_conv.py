@@ -152,15 +152,31 @@ class BcosConv(nnx.Module):
     return explicit_padding(self.padding, x.shape[1:3], self.kernel_size, self.strides,
                             self.dilation)
 
+  def _pointwise(self, x: jax.Array) -> bool:
+    """A 1×1 convolution of one feature group without padding: each output sees one pixel."""
+    return (self.kernel_size == (1, 1) and self.feature_group_count == 1
+            and all(p == (0, 0) for p in self._pads(x)))
+
+  def _strided(self, x: jax.Array) -> jax.Array:
+    """The pixels a pointwise convolution's outputs see (its window strides)."""
+    sh, sw = self.strides
+    return x if (sh, sw) == (1, 1) else x[:, ::sh, ::sw, :]
+
   def linear(self, x: jax.Array) -> jax.Array:
     """ŵ·x for every linear unit (before MaxOut): (N, H', W', out·max_out)."""
     kernel = self.kernel[...]
     if self.unit_norm_kernel:
       kernel = unit_norm(kernel, axes=(0, 1, 2))
-    out = jax.lax.conv_general_dilated(
-        x, kernel.astype(x.dtype), window_strides=self.strides, padding=self._pads(x),
-        rhs_dilation=self.dilation, dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        feature_group_count=self.feature_group_count)
+    if self._pointwise(x):
+      # A 1×1 ungrouped convolution is a matrix product of the (strided) pixels:
+      # as an einsum it is ~2× faster on XLA:CPU (forward, and 2-5× its weight
+      # gradient; ../shared/perf), and the same on accelerators.
+      out = jnp.einsum("nhwc,co->nhwo", self._strided(x), kernel[0, 0].astype(x.dtype))
+    else:
+      out = jax.lax.conv_general_dilated(
+          x, kernel.astype(x.dtype), window_strides=self.strides, padding=self._pads(x),
+          rhs_dilation=self.dilation, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+          feature_group_count=self.feature_group_count)
     return out if self.bias is None else out + self.bias[...].astype(x.dtype)
 
   def patch_norm(self, x: jax.Array) -> jax.Array:
@@ -170,6 +186,9 @@ class BcosConv(nnx.Module):
     dilation (zero padding adds nothing, as in the convolution), and over the
     input channels of the output's feature group.
     """
+    if self._pointwise(x):  # the patch is one pixel: a channel sum, no window
+      strided = self._strided(x)
+      return jnp.sqrt(jnp.sum(strided * strided, axis=-1, keepdims=True) + PATCH_NORM_EPS)
     n, h, w, c = x.shape
     groups = self.feature_group_count
     squares = jnp.sum((x * x).reshape(n, h, w, groups, c // groups), axis=-1)
