@@ -44,7 +44,8 @@ def bcos_jax_functions(model: nnx.Module, images_uint8: jax.Array, labels: jax.A
     "explain_one": what the official `model.explain(img)` returns for the first image:
       its W(x), contribution map and colour explanation (`explain.explain` on a batch
       of one, then `explain.to_rgba`);
-    "train_step": one training step (forward, BCE, backward, Adam update) on one device.
+    "train_step": one training step (forward, BCE, backward, Adam update) on one device;
+    "flops": a function returning XLA's FLOP count of forward, explain and train_step.
   """
   # Evaluation gets its own copy of the variables: the train step donates (deletes)
   # the buffers of its state, which `nnx.split` would otherwise share with it.
@@ -75,10 +76,24 @@ def bcos_jax_functions(model: nnx.Module, images_uint8: jax.Array, labels: jax.A
     holder["state"], metrics = train_step(holder["state"], batch)
     return metrics
 
-  return {"forward": _finished(lambda: forward(eval_state, images_uint8)),
-          "explain": _finished(lambda: explained(eval_state, images_uint8)),
-          "explain_one": _finished(explain_one),
-          "train_step": _finished(train)}
+  timed = {"forward": _finished(lambda: forward(eval_state, images_uint8)),
+           "explain": _finished(lambda: explained(eval_state, images_uint8)),
+           "explain_one": _finished(explain_one),
+           "train_step": _finished(train)}
+  # XLA's count of each compiled computation's floating-point operations (for MFU).
+  timed["flops"] = lambda: {
+      "forward": compiled_flops(forward, eval_state, images_uint8),
+      "explain": compiled_flops(explained, eval_state, images_uint8),
+      "train_step": compiled_flops(train_step, holder["state"], batch)}
+  return timed
+
+
+def compiled_flops(jitted: Callable, *args) -> float | None:
+  """The FLOPs XLA counts in `jitted`'s computation for `args` (None where it counts none)."""
+  analysis = jitted.lower(*args).compile().cost_analysis()
+  analysis = analysis[0] if isinstance(analysis, list) else analysis
+  flops = (analysis or {}).get("flops")
+  return float(flops) if flops else None
 
 
 def random_batch(batch_size: int, image_size: int, num_classes: int,

@@ -34,17 +34,23 @@ def test_input_pipeline_benchmark_writes_its_table(tmp_path):
   assert all(r["transform_per_worker"] > 0 and r["pipeline_per_worker"] > 0 for r in rows)
 
 
-def test_throughput_benchmark_writes_its_keys(tmp_path):
-  out = tmp_path / "throughput.json"
-  env = {**os.environ, "XLA_FLAGS": ""}
-  result = subprocess.run([sys.executable, str(ROOT / "bench" / "throughput.py"), "--model",
-                           "v1_cifar9l_b2", "--batch_size", "2", "--image_size", "16",
-                           "--steps", "1", "--json", str(out)], capture_output=True, text=True,
-                          env=env, timeout=600, check=False)
-  assert result.returncode == 0, result.stderr[-2000:]
-  data = json.loads(out.read_text())
-  assert {"train_step_ms", "forward_ms", "explain_ms", "images_per_s", "peak_bytes"} <= set(data)
-  assert data["train_step_ms"] > 0 and data["images_per_s"] > 0
+def test_gpu_script_runs_tiny_and_its_throughput_has_the_mfu(tmp_path):
+  # bench/gpu.sh --tiny is what is run on a CPU before any GPU time is spent; here on one
+  # small model (and without the official side where `bcos` is not installed, as in CI).
+  env = {**os.environ, "XLA_FLAGS": "", "BENCH_MODELS": "v1_cifar9l_b2:16",
+         "PYTHON": sys.executable, "PEAK_TFLOPS_FP32": "0.1", "PEAK_TFLOPS_BF16": "0.1"}
+  result = subprocess.run(["bash", str(ROOT / "bench" / "gpu.sh"), str(tmp_path), "--tiny"],
+                          capture_output=True, text=True, env=env, timeout=900, check=False)
+  assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+  for dtype in ("float32", "bfloat16"):
+    data = json.loads((tmp_path / f"throughput_v1_cifar9l_b2_{dtype}.json").read_text())
+    assert {"train_step_ms", "forward_ms", "explain_ms", "images_per_s", "peak_bytes",
+            "train_step_flops", "mfu"} <= set(data)
+    assert data["compute_dtype"] == dtype and data["train_step_flops"] > 0 and data["mfu"] > 0
+  pipeline = json.loads((tmp_path / "input_pipeline.json").read_text())
+  assert pipeline["accelerator_images_per_s"] > 0
+  if importlib.util.find_spec("bcos") is None:
+    assert "vs official: skipped" in result.stdout
 
 
 def test_explainers_benchmark_writes_its_table(tmp_path):
