@@ -74,13 +74,18 @@ class Attention(nnx.Module):
   def __call__(self, x, *, explain=False):
     x = self.norm(x, explain=explain)
     n, t, d = x.shape
-    q, k, v = jnp.split(self.to_qkv(x), 3, axis=-1)
-    q, k, v = (a.reshape(n, t, self.heads, d // self.heads) for a in (q, k, v))
+    # One (N·T, d) matmul: its weight gradient is ~1.5× faster on XLA:CPU than the 3-D one.
+    q, k, v = jnp.split(self.to_qkv(x.reshape(n * t, d)).reshape(n, t, 3 * d), 3, axis=-1)
+    # Heads first, (N, heads, T, d): both products are then batched matmuls over
+    # (N, heads). Left to the einsums, XLA:CPU ran them 3× slower (one attention of
+    # ViT-C Ti, 196 tokens, 3 heads, batch 8: 13.5 -> 4.0 ms forward).
+    q, k, v = (a.reshape(n, t, self.heads, d // self.heads).transpose(0, 2, 1, 3)
+               for a in (q, k, v))
     if explain:  # the attention weights are the dynamic part
       q, k = jax.lax.stop_gradient(q), jax.lax.stop_gradient(k)
-    dots = jnp.einsum("nqhd,nkhd->nhqk", q, k) * (d // self.heads) ** -0.5
-    out = jnp.einsum("nhqk,nkhd->nqhd", jax.nn.softmax(dots, axis=-1), v)
-    return self.to_out(out.reshape(n, t, d), explain=explain)
+    dots = jnp.einsum("nhqd,nhkd->nhqk", q, k) * (d // self.heads) ** -0.5
+    out = jnp.einsum("nhqk,nhkd->nhqd", jax.nn.softmax(dots, axis=-1), v)
+    return self.to_out(out.transpose(0, 2, 1, 3).reshape(n, t, d), explain=explain)
 
 
 class FeedForward(nnx.Module):

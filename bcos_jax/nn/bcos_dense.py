@@ -34,7 +34,10 @@ class BcosDense(nnx.Module):
     if x.shape[-1] != self.in_features:
       raise ValueError(f"BcosDense expects (..., {self.in_features}) inputs, got {x.shape}")
     kernel = unit_norm(self.kernel[...], axes=(0,)).astype(x.dtype)
-    out = max_out(x @ kernel, self.max_out)
+    # As one (rows, in) matmul: XLA:CPU computes the weight gradient of a 3-D
+    # (N, T, in) product ~1.5× slower (it contracts over two axes).
+    out = (x.reshape(-1, x.shape[-1]) @ kernel).reshape(*x.shape[:-1], kernel.shape[-1])
+    out = max_out(out, self.max_out)
     if self.b == 1:
       return out
     norm = jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True) + PATCH_NORM_EPS)
