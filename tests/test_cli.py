@@ -155,11 +155,16 @@ def test_three_channel_input_is_a_user_error():
 
 
 def _damage(step_dir: pathlib.Path) -> None:
-  """Cuts the largest array file of a checkpoint short, as a copy cut off would."""
-  files = sorted((p for p in (step_dir / "state").rglob("*") if p.is_file()),
-                 key=lambda p: p.stat().st_size)
-  with files[-1].open("r+b") as f:
-    f.truncate(files[-1].stat().st_size // 3)
+  """Cuts every array data file of a checkpoint short, as a copy cut off would.
+
+  Every one: OCDBT may keep per-process data files that its merged database no
+  longer reads, so damaging only one (say, the largest) can leave the state intact.
+  """
+  files = [p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
+  assert files, f"no OCDBT data files under {step_dir / 'state'}"
+  for file in files:
+    with file.open("r+b") as f:
+      f.truncate(file.stat().st_size // 3)
 
 
 def test_a_damaged_newest_checkpoint_is_kept_aside_and_the_run_resumes(tmp_path, data_dir,
