@@ -45,6 +45,18 @@ def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def process_rows(mesh: jax.sharding.Mesh, global_batch_size: int) -> np.ndarray:
+  """The rows of each global batch that this process's devices hold, ascending.
+
+  The process feeds exactly these rows (`shard_batch`), and reads only them from the
+  data (`bcos_jax.data.train_dataset(rows=...)`), so the global batch is the same on
+  any number of processes.
+  """
+  indices = batch_sharding(mesh).addressable_devices_indices_map((global_batch_size,))
+  rows = np.concatenate([np.arange(global_batch_size)[index] for index in indices.values()])
+  return np.unique(rows)
+
+
 def shard_batch(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
   """This process's part of the global batch -> global arrays split over all devices."""
   sharding = batch_sharding(mesh)
@@ -71,3 +83,19 @@ def state_sharding(state, mesh: jax.sharding.Mesh):
 
 def place_state(state, mesh: jax.sharding.Mesh):
   return jax.device_put(state, state_sharding(state, mesh))
+
+
+def abstract_state(state, mesh: jax.sharding.Mesh):
+  """`jax.ShapeDtypeStruct`s of a (possibly abstract) state, each with its sharding.
+
+  What a checkpoint restores into (each device reads only its shards) and what a
+  jitted creation lays out (`out_shardings`).
+  """
+  return jax.tree.map(lambda leaf, leaf_sharding: jax.ShapeDtypeStruct(
+      leaf.shape, leaf.dtype, sharding=leaf_sharding), state, state_sharding(state, mesh))
+
+
+def gathered(tree, mesh: jax.sharding.Mesh):
+  """`tree` replicated on every device (a jitted reshard; every process must call it),
+  so that each process can read it whole with `jax.device_get`."""
+  return jax.jit(lambda x: x, out_shardings=replicated(mesh))(tree)

@@ -1,10 +1,9 @@
 """Data: tfds sources, the embedded digits dataset, grain pipelines, augmentations."""
 
 from bcos_jax.data.pipeline import (
-                                    ProcessShard,
+                                    batch_rows,
                                     eval_dataset,
                                     num_eval_batches,
-                                    per_process_batch_size,
                                     train_dataset,
 )
 from bcos_jax.data.recipes import RECIPES, Recipe, get_recipe
@@ -19,7 +18,7 @@ from bcos_jax.data.sources import (
 )
 
 __all__ = [
-    "DEFAULT_DATA_DIR", "DatasetNotPreparedError", "ProcessShard", "RECIPES", "Recipe", "Source",
+    "DEFAULT_DATA_DIR", "DatasetNotPreparedError", "RECIPES", "Recipe", "Source", "batch_rows",
     "class_names", "eval_dataset", "get_recipe", "num_eval_batches", "open_source",
-    "per_process_batch_size", "prepare_command", "tfds_source", "train_dataset",
+    "prepare_command", "tfds_source", "train_dataset",
 ]

@@ -13,10 +13,22 @@ def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
   return np.eye(num_classes, dtype=np.float32)[labels]
 
 
+def _neighbours(size: int) -> np.ndarray:
+  """Row i's partner: 1, 0, 3, 2, ... (the last row of an odd size is its own)."""
+  partner = np.arange(size) ^ 1
+  partner[partner >= size] = size - 1
+  return partner
+
+
 def mixup_cutmix(batch: dict, rng: np.random.Generator, num_classes: int,
                  mixup_alpha: float = 0.2, cutmix_alpha: float = 1.0,
                  switch_prob: float = 0.5) -> dict:
-  """Mixes each image with the batch's reversed order (timm's batch mode).
+  """Mixes each image with its neighbour: rows 2i and 2i + 1 swap (timm's batch mode pairs).
+
+  timm pairs row i with row B - 1 - i; on a shuffled batch both pairings draw the
+  same pairs, and neighbours stay within a process's rows of a global batch (an
+  even number), so a run mixes the same pairs on any number of hosts. An odd
+  batch's last image is its own pair (kept as it is).
 
   With probability `switch_prob` (when both are enabled) CutMix pastes a box
   of area 1-λ, λ ~ Beta(α_c, α_c); otherwise Mixup blends with λ ~ Beta(α_m, α_m).
@@ -37,7 +49,8 @@ def mixup_cutmix(batch: dict, rng: np.random.Generator, num_classes: int,
   use_cutmix = cutmix_alpha > 0 and (mixup_alpha <= 0 or rng.uniform() < switch_prob)
   if not use_cutmix and mixup_alpha <= 0:
     return {**batch, "target": targets}
-  flipped = images[::-1]
+  partner = _neighbours(len(images))
+  partners = images[partner]
   if use_cutmix:
     lam = rng.beta(cutmix_alpha, cutmix_alpha)
     height, width = images.shape[1:3]
@@ -46,10 +59,10 @@ def mixup_cutmix(batch: dict, rng: np.random.Generator, num_classes: int,
     top, bottom = np.clip([cy - cut_h // 2, cy + cut_h // 2], 0, height)
     left, right = np.clip([cx - cut_w // 2, cx + cut_w // 2], 0, width)
     mixed = images.copy()
-    mixed[:, top:bottom, left:right] = flipped[:, top:bottom, left:right]
+    mixed[:, top:bottom, left:right] = partners[:, top:bottom, left:right]
     lam = 1 - (bottom - top) * (right - left) / (height * width)
   else:
     lam = rng.beta(mixup_alpha, mixup_alpha)
-    mixed = np.round(lam * images + (1 - lam) * flipped).astype(np.uint8)
+    mixed = np.round(lam * images + (1 - lam) * partners).astype(np.uint8)
   return {**batch, "image": mixed,
-          "target": (lam * targets + (1 - lam) * targets[::-1]).astype(np.float32)}
+          "target": (lam * targets + (1 - lam) * targets[partner]).astype(np.float32)}

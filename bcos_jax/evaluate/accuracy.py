@@ -69,7 +69,8 @@ def make_eval_step(graphdef: nnx.GraphDef, variables: tuple, mesh: jax.sharding.
 
 @dataclasses.dataclass(frozen=True)
 class SplitResults:
-  """Per-example results over a split, in record order (single process), padding dropped."""
+  """Per-example results over a split, in record order (for any number of processes),
+  padding dropped."""
   label: np.ndarray
   top_logit: np.ndarray
   predicted: np.ndarray
@@ -91,9 +92,11 @@ class SplitResults:
 
 
 def evaluate(step: EvalStep, variables: tuple, source, transform, *, global_batch_size: int,
-             mesh: jax.sharding.Mesh, shard: data.ProcessShard | None = None,
-             worker_count: int = 0) -> SplitResults:
+             mesh: jax.sharding.Mesh, worker_count: int = 0) -> SplitResults:
   """Runs `step` over every record of `source` once (all processes together).
+
+  Each process reads its devices' rows of every global batch; the outputs are
+  replicated, so every process gets the results of the whole split, in record order.
 
   Args:
     step: from `make_eval_step`.
@@ -102,13 +105,13 @@ def evaluate(step: EvalStep, variables: tuple, source, transform, *, global_batc
     transform: the recipe's evaluation transform.
     global_batch_size: over all processes; must divide over the mesh's devices.
     mesh: the device mesh.
-    shard: this process's part of the data (default: the only process).
     worker_count: grain worker processes.
   """
   sharding.check_batch_divides(global_batch_size, mesh)
   outputs = []
   for batch in data.eval_dataset(source, transform, global_batch_size=global_batch_size,
-                                 shard=shard, worker_count=worker_count):
+                                 rows=sharding.process_rows(mesh, global_batch_size),
+                                 worker_count=worker_count):
     outputs.append(step(variables, sharding.shard_batch(batch, mesh)))
   outputs = jax.device_get(outputs)
   keep = np.concatenate([o["mask"] for o in outputs]).astype(bool)

@@ -28,7 +28,7 @@ class ModelNotFoundError(UserError, FileNotFoundError):
 
 # The layout of a training workdir's checkpoints (written by bcos_jax.train.checkpointing).
 CHECKPOINTS_DIR = "checkpoints"
-STATE_ITEM, CONFIG_ITEM, DATA_ITEM = "state", "config", "data"
+STATE_ITEM, CONFIG_ITEM = "state", "config"
 
 
 def tuples(value):

@@ -1,6 +1,10 @@
-"""Orbax checkpoints of the train state, the data iterator and the model config.
+"""Orbax checkpoints of the train state and the model config.
 
-A checkpoint is self-describing: `config` holds the model's registry name and
+The data position needs no item of its own: it is the step (`bcos_jax.data.
+train_dataset(start_step=...)`), whatever the number of processes. Every process
+saves and restores its own shards (orbax multi-host), into the shardings of the
+restoring run's mesh, which may differ from the saving run's. A checkpoint is
+self-describing: `config` holds the model's registry name and
 builder arguments (layer scales, logit temperature and bias), so
 `bcos_jax.models.load(workdir)` rebuilds the model without the training
 config. The layout (folder and item names) is `bcos_jax.models.saving`'s.
@@ -8,12 +12,11 @@ config. The layout (folder and item names) is `bcos_jax.models.saving`'s.
 
 import pathlib
 
-import grain
 import orbax.checkpoint as ocp
 
 from bcos_jax import console
 from bcos_jax.errors import UserError
-from bcos_jax.models.saving import CHECKPOINTS_DIR, CONFIG_ITEM, DATA_ITEM, STATE_ITEM
+from bcos_jax.models.saving import CHECKPOINTS_DIR, CONFIG_ITEM, STATE_ITEM
 from bcos_jax.train.state import TrainState
 
 
@@ -28,16 +31,14 @@ def manager(workdir: str | pathlib.Path, max_to_keep: int = 3,
       options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
                                            enable_async_checkpointing=asynchronous),
       item_handlers={STATE_ITEM: ocp.StandardCheckpointHandler(),
-                     DATA_ITEM: grain.checkpoint.CheckpointHandler(),
                      CONFIG_ITEM: ocp.JsonCheckpointHandler()})
 
 
-def save(mgr: ocp.CheckpointManager, step: int, state: TrainState, data_iterator,
-         config: dict) -> None:
-  """Saves (asynchronously: call `mgr.wait_until_finished()` before exiting)."""
+def save(mgr: ocp.CheckpointManager, step: int, state: TrainState, config: dict) -> None:
+  """Saves (asynchronously: call `mgr.wait_until_finished()` before exiting); every
+  process calls it."""
   mgr.save(step, args=ocp.args.Composite(**{
       STATE_ITEM: ocp.args.StandardSave(state),
-      DATA_ITEM: grain.checkpoint.CheckpointSave(data_iterator),
       CONFIG_ITEM: ocp.args.JsonSave(config)}), force=True)
 
 
@@ -48,12 +49,10 @@ class DamagedCheckpointError(UserError):
 DAMAGED_DIR = "checkpoints_damaged"
 
 
-def _restore(mgr: ocp.CheckpointManager, step: int, abstract_state: TrainState,
-             data_iterator) -> TrainState:
+def _restore(mgr: ocp.CheckpointManager, step: int, abstract_state: TrainState) -> TrainState:
   try:
     restored = mgr.restore(step, args=ocp.args.Composite(**{
-        STATE_ITEM: ocp.args.StandardRestore(abstract_state),
-        DATA_ITEM: grain.checkpoint.CheckpointRestore(data_iterator)}))
+        STATE_ITEM: ocp.args.StandardRestore(abstract_state)}))
   except ValueError as error:
     if "do not match" not in str(error):
       raise
@@ -79,9 +78,11 @@ def _move_aside(mgr: ocp.CheckpointManager, step: int) -> pathlib.Path:
   return target
 
 
-def restore_latest(mgr: ocp.CheckpointManager, abstract_state: TrainState,
-                   data_iterator) -> TrainState | None:
-  """Restores the newest readable checkpoint into `data_iterator`; None when there is none.
+def restore_latest(mgr: ocp.CheckpointManager, abstract_state: TrainState) -> TrainState | None:
+  """The newest readable checkpoint, restored into `abstract_state`; None when there is none.
+
+  `abstract_state` holds `jax.ShapeDtypeStruct`s with shardings
+  (`train.state.create_sharded`): each device reads only its shards.
 
   A newest checkpoint that cannot be read (truncated or half-written files) while
   the one before it can is moved to WORKDIR/checkpoints_damaged/<step>, with a
@@ -97,7 +98,7 @@ def restore_latest(mgr: ocp.CheckpointManager, abstract_state: TrainState,
   if not steps:
     return None
   try:
-    return _restore(mgr, steps[0], abstract_state, data_iterator)
+    return _restore(mgr, steps[0], abstract_state)
   except CheckpointMismatchError:
     raise
   except Exception as error:  # noqa: BLE001  (what a damaged file raises varies by handler)
@@ -108,7 +109,7 @@ def restore_latest(mgr: ocp.CheckpointManager, abstract_state: TrainState,
           f"the only checkpoint, step {steps[0]} in {mgr.directory}, cannot be read ({damage}). "
           f"Move it away (e.g. to {pathlib.Path(mgr.directory).parent / DAMAGED_DIR}) to start "
           "the run again, or use a new workdir") from error
-    older = _restore(mgr, steps[1], abstract_state, data_iterator)  # raises if it fails too
+    older = _restore(mgr, steps[1], abstract_state)  # raises if it fails too
     aside = _move_aside(mgr, steps[0])
     console.say(f"warning: the checkpoint of step {steps[0]} is damaged ({damage}); it was "
                 f"moved to {aside} and the run resumes from step {steps[1]}")

@@ -15,6 +15,7 @@ import optax
 import tqdm
 from absl import logging
 from flax import nnx
+from jax.experimental import multihost_utils
 from ml_collections import ConfigDict
 
 from bcos_jax import console, data, explain, models, sharding
@@ -32,9 +33,27 @@ class NonFiniteLossError(UserError, FloatingPointError):
   """The loss became NaN or Inf; the last good checkpoint is kept."""
 
 
+class TrainingStopped(Exception):  # noqa: N818  (not an error: a run asked to stop)
+  """SIGTERM stopped the run before its last step; its checkpoint is saved.
+
+  Running the same command again resumes from it (`python -m bcos_jax.main` exits
+  with status 75, EX_TEMPFAIL, so that a scheduler can requeue it).
+  """
+
+
 @contextlib.contextmanager
 def _preemption_flag():
-  """Yields a dict whose "stop" turns True on SIGTERM; restores the old handler."""
+  """Yields a function step -> whether to stop (save and return) after that step.
+
+  One process: True after a SIGTERM (the old handler is restored on exit). Several
+  processes (`jax.distributed`): JAX's preemption service, which hears the SIGTERM
+  of any process and names the same step to every one of them, so all save the
+  same checkpoint (each process stopping on its own signal would leave the others
+  waiting in a collective).
+  """
+  if jax.distributed.is_initialized():
+    yield multihost_utils.reached_preemption_sync_point
+    return
   flag = {"stop": False}
 
   def handler(signum, frame):
@@ -44,10 +63,10 @@ def _preemption_flag():
   try:
     previous = signal.signal(signal.SIGTERM, handler)
   except ValueError:  # not the main thread: no preemption handling
-    yield flag
+    yield lambda step: False
     return
   try:
-    yield flag
+    yield lambda step: flag["stop"]
   finally:
     signal.signal(signal.SIGTERM, previous)
 
@@ -116,11 +135,11 @@ def write_explanations(path: pathlib.Path, graphdef, variables: tuple, images_ui
   explanation of the predicted class.
 
   Args:
-    variables: the model's (params, other variables); only these are fetched
-      from the devices, never the optimiser state.
+    variables: the model's (params, other variables) as host arrays (the loop gathers
+      them, `sharding.gathered`, never the optimiser state).
     class_names: the dataset's label names, or None for the label numbers.
   """
-  model = nnx.merge(graphdef, *jax.device_get(variables))
+  model = nnx.merge(graphdef, *variables)
   x6 = models.input_transform(model)(jnp.asarray(images_uint8))
   result = explain.explain(model, x6)
   rgba = explain.to_rgba(x6, result.weights, smooth=3 if x6.shape[1] <= 64 else 15)
@@ -129,6 +148,20 @@ def write_explanations(path: pathlib.Path, graphdef, variables: tuple, images_ui
             for y, p in zip(labels, result.targets, strict=True)]
   explain.save_explanation_grid(path, images_uint8, rgba, titles,
                                 row_labels=("input", "explanation\n(predicted class)"))
+
+
+def _model_builder(config: ConfigDict, num_classes: int) -> tuple:
+  """(build_model, its args, the console line on init_from or None) for `create_sharded`.
+
+  A random initialisation is built inside the creating jit, so its variables are
+  made in their shards. A fine-tuning run's variables come from a file: they are
+  loaded whole, then passed in and sharded.
+  """
+  if config.init_from is None:
+    return (lambda: init_from.initial_model(config, num_classes)[0]), (), None
+  model, origin = init_from.initial_model(config, num_classes)
+  graphdef, variables = nnx.split(model)
+  return (lambda loaded: nnx.merge(graphdef, loaded)), (variables,), origin
 
 
 def _check_workdir_model(workdir: pathlib.Path, config: ConfigDict) -> None:
@@ -169,17 +202,18 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
                                   config.classes)
   eval_source = data.open_source(config.dataset, config.eval_split, config.data_dir,
                                  config.classes)
-  model, origin = init_from.initial_model(config, train_source.num_classes)
+  build_model, build_args, origin = _model_builder(config, train_source.num_classes)
+  model = nnx.eval_shape(build_model, *build_args)  # the architecture; no variable made yet
   name = model.config.name  # config.model.name may be empty: init_from's architecture
   mesh = sharding.make_mesh(config.num_devices, config.fsdp)
   sharding.check_batch_divides(config.batch_size, mesh)
+  rows = sharding.process_rows(mesh, config.batch_size)  # this process's rows of each batch
   recipe = data.get_recipe(config.recipe)
   workdir.mkdir(parents=True, exist_ok=True)
   is_main = jax.process_index() == 0
   say = console.say if is_main else (lambda message: None)
   if is_main:
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
-  shard = data.ProcessShard.from_jax()
   logging.info("devices: %s; mesh %s", jax.devices(), dict(mesh.shape))
   steps_per_epoch = max(len(train_source) // config.batch_size, 1)
   total_steps = config.num_steps or int(config.num_epochs * steps_per_epoch)
@@ -204,21 +238,25 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
   optimizer = _optimizer(config, schedule, options.accumulate_steps,
                          train_state.param_labels(model))
   use_ema = options.ema_decay is not None
-  graphdef, state = train_state.create(model, optimizer, ema=use_ema)
+  graphdef = nnx.graphdef(model)
   model_config = config_as_json(model)
   del model
-
-  train_iterator = iter(data.train_dataset(
-      train_source, recipe.train, seed=config.seed, global_batch_size=config.batch_size,
-      shard=shard, worker_count=config.worker_count,
-      batch_transform=_batch_transform(config, train_source.num_classes)))
+  abstract_state, create_state = train_state.create_sharded(
+      build_model, optimizer, mesh, ema=use_ema, args=build_args)
   manager = checkpointing.manager(workdir, config.keep_checkpoints)
-  restored = checkpointing.restore_latest(manager, state, train_iterator)
-  if restored is not None:
-    state = restored
+  # Restored straight into the shardings of this mesh (which may differ from the saving run's).
+  state = checkpointing.restore_latest(manager, abstract_state)
+  if state is None:
+    state = create_state()
+  else:
     say(f"resumed from the checkpoint of step {int(state.step)} in {workdir / 'checkpoints'}"
         + ("; config.init_from is not used: a restarted run continues" if origin else ""))
-  state = sharding.place_state(state, mesh)
+  del build_args  # a loaded model's variables: in the state now
+  # The data position is the step: global batch s is the same on any topology.
+  train_iterator = iter(data.train_dataset(
+      train_source, recipe.train, seed=config.seed, global_batch_size=config.batch_size,
+      rows=rows, start_step=int(state.step), worker_count=config.worker_count,
+      batch_transform=_batch_transform(config, train_source.num_classes)))
   train_step = steps.make_train_step(graphdef, optimizer, schedule, mesh, state, options)
   eval_step = accuracy.make_eval_step(graphdef, _evaluated_variables(state, use_ema), mesh,
                                       loss=losses.bce_of_labels)
@@ -238,18 +276,21 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
   def run_eval(step: int) -> dict[str, float]:
     variables = _evaluated_variables(state, use_ema)
     metrics = accuracy.evaluate(eval_step, variables, eval_source, recipe.eval,
-                                global_batch_size=config.batch_size, mesh=mesh, shard=shard,
+                                global_batch_size=config.batch_size, mesh=mesh,
                                 worker_count=config.eval_worker_count).metrics()
     writer.write(step, metrics)
     say(f"step {step:,}/{total_steps:,}: {config.eval_split} top-1 {metrics['eval/top1']:.4f}, "
         f"top-5 {metrics['eval/top5']:.4f}, loss {metrics['eval/loss']:.4g}")
-    if is_main and explain_count:
-      write_explanations(workdir / "explanations" / f"step_{step:07d}.png", graphdef, variables,
-                         explain_images, explain_labels, class_names)
+    if explain_count:
+      # Every process takes part in the gather (a collective); process 0 writes.
+      gathered = jax.device_get(sharding.gathered(variables, mesh))
+      if is_main:
+        write_explanations(workdir / "explanations" / f"step_{step:07d}.png", graphdef,
+                           gathered, explain_images, explain_labels, class_names)
     return metrics
 
   def save(step: int) -> None:
-    checkpointing.save(manager, step, state, train_iterator, model_config)
+    checkpointing.save(manager, step, state, model_config)
 
   start = int(state.step)
   eval_metrics = run_eval(start) if start == 0 else {}
@@ -257,14 +298,15 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
   last_time, last_step = time.perf_counter(), start
   progress = tqdm.tqdm(total=total_steps, initial=start, unit="step", dynamic_ncols=True,
                        disable=not (is_main and config.progress_bar))
-  with _preemption_flag() as preempted, progress:
+  stopping = False
+  with _preemption_flag() as stop_after, progress:
     for step in range(start + 1, total_steps + 1):
       batch = sharding.shard_batch(next(train_iterator), mesh)
       state, metrics = train_step(state, batch)
       progress.update()
       pending.append(metrics)
       last = step == total_steps
-      stopping = preempted["stop"]
+      stopping = stop_after(step) and not last
       checkpoint_now = step % config.checkpoint_every == 0 or last
       # Metrics are checked (NaN) before every checkpoint, so none holds a bad state.
       if step % log_every == 0 or last or stopping or checkpoint_now:
@@ -292,11 +334,14 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
       if checkpoint_now or stopping:
         save(step)
       if stopping:
-        say(f"SIGTERM: stopped after step {step} with its checkpoint saved; the same command "
-            "resumes from it")
         break
   manager.wait_until_finished()
   writer.close()
+  if stopping:
+    message = (f"SIGTERM: stopped after step {step} with its checkpoint saved; the same "
+               "command resumes from it")
+    say(message)
+    raise TrainingStopped(message)
   say(f"checkpoints: {workdir / 'checkpoints'} (newest: step {manager.latest_step()}); metrics: "
       f"{workdir / 'metrics.jsonl'}"
       + (f"; explanations: {workdir / 'explanations'}/step_*.png" if explain_count else ""))

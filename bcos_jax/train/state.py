@@ -1,11 +1,13 @@
 """The train state: the model's parameters and other variables, the optimiser state, the step."""
 
+from collections.abc import Callable
+
 import flax.struct
 import jax
 import optax
 from flax import nnx
 
-from bcos_jax import models
+from bcos_jax import models, sharding
 from bcos_jax.errors import UserError
 
 # The labels of `param_labels`: the optimiser can treat the two groups differently.
@@ -60,6 +62,37 @@ def create(model: nnx.Module, optimizer: optax.GradientTransformation, ema: bool
                      model_state=model_state, opt_state=optimizer.init(params),
                      ema_params=jax.tree.map(jax.numpy.copy, params) if ema else {})
   return graphdef, state
+
+
+def create_sharded(build_model: Callable[..., nnx.Module], optimizer: optax.GradientTransformation,
+                   mesh: jax.sharding.Mesh, *, ema: bool = False, args: tuple = ()
+                   ) -> tuple[TrainState, Callable[[], TrainState]]:
+  """The train state's layout, and a function that creates it, sharded from the first byte.
+
+  The state is made inside one `jax.jit` whose `out_shardings` are
+  `sharding.state_sharding`'s, so with fsdp > 1 no device (and no host) ever
+  holds more than its shards. A run that resumes never calls `create`: it
+  restores into the returned layout.
+
+  Args:
+    build_model: `build_model(*args)` -> the model (traced: it builds the variables
+      inside the jit); e.g. `models.create(name, rngs=nnx.Rngs(seed))`.
+    optimizer: the run's optimiser (its state is created too).
+    mesh: the device mesh.
+    ema: whether the state keeps a parameter average.
+    args: arrays `build_model` takes (e.g. the variables of a loaded model, which then
+      enter the jit whole and leave it sharded).
+
+  Returns:
+    (abstract state: `jax.ShapeDtypeStruct`s with their shardings, create()).
+  """
+
+  def make(*args) -> TrainState:
+    return create(build_model(*args), optimizer, ema=ema)[1]
+
+  abstract = sharding.abstract_state(jax.eval_shape(make, *args), mesh)
+  shardings = jax.tree.map(lambda leaf: leaf.sharding, abstract)
+  return abstract, lambda: jax.jit(make, out_shardings=shardings)(*args)
 
 
 def model_of(graphdef: nnx.GraphDef, state: TrainState, ema: bool = False) -> nnx.Module:

@@ -161,9 +161,12 @@ def test_mixup_and_cutmix_make_soft_targets(sample_images):
       chex.assert_shape(out["target"], (3, 3))
       np.testing.assert_allclose(out["target"].sum(-1), 1.0, rtol=1e-6)
       assert out["image"].dtype == np.uint8
-      # Image 0 is mixed with image 2 only, in the proportion of its target.
+      # Image 0 is mixed with its neighbour, image 1, only, in the proportion of its
+      # target; image 2, the odd one out, is its own pair.
       kept = out["target"][0, 0]
-      np.testing.assert_allclose(out["target"][0], [kept, 0, 1 - kept], atol=1e-6)
+      np.testing.assert_allclose(out["target"][0], [kept, 1 - kept, 0], atol=1e-6)
+      np.testing.assert_array_equal(out["target"][2], [0, 0, 1])
+      np.testing.assert_array_equal(out["image"][2], images[2])
     assert any(np.any(out["image"] != images) for out in outs)
   plain = mixing.mixup_cutmix(batch, _rng(1), 3, mixup_alpha=0, cutmix_alpha=0)
   np.testing.assert_array_equal(plain["target"], np.eye(3, dtype=np.float32))

@@ -1,5 +1,7 @@
 """Sources and grain pipelines: digits end to end, tfds readers, sharding, determinism, resume."""
 
+import functools
+
 import chex
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from bcos_jax import data, nn
-from bcos_jax.data import digits, image_folder
+from bcos_jax.data import digits, image_folder, mixing
 
 
 @pytest.fixture(scope="module")
@@ -91,52 +93,60 @@ def test_each_epoch_is_a_new_permutation_and_seeds_differ(digits_train):
   assert np.any(other["image"] != same["image"])
 
 
-def test_iterator_state_restores_the_following_batches(digits_train):
+def test_start_step_continues_with_the_following_batches(digits_train):
+  # The data position of a resumed run is its step: no iterator state is saved.
   recipe = data.get_recipe("digits")
-  dataset = data.train_dataset(digits_train, recipe.train, seed=0, global_batch_size=32)
-  iterator = iter(dataset)
-  for _ in range(50):  # past the first epoch (44 batches)
-    next(iterator)
-  state = iterator.get_state()
-  expected = [next(iterator) for _ in range(3)]
-  resumed = iter(data.train_dataset(digits_train, recipe.train, seed=0, global_batch_size=32))
-  resumed.set_state(state)
-  for want in expected:
-    got = next(resumed)
+  straight = _take(data.train_dataset(digits_train, recipe.train, seed=0,
+                                      global_batch_size=32), 53)
+  resumed = _take(data.train_dataset(digits_train, recipe.train, seed=0, global_batch_size=32,
+                                     start_step=50), 3)  # past the first epoch (44 batches)
+  for want, got in zip(straight[50:], resumed, strict=True):
     np.testing.assert_array_equal(got["image"], want["image"])
     np.testing.assert_array_equal(got["label"], want["label"])
 
 
-def test_processes_read_disjoint_records(digits_train):
+def _rows(index, count, batch):
+  """Process `index` of `count`'s rows: a contiguous block, as the mesh gives them."""
+  size = batch // count
+  return np.arange(index * size, (index + 1) * size)
+
+
+@pytest.mark.parametrize("processes", [2, 4])
+def test_processes_read_their_rows_of_the_same_global_batches(digits_train, processes):
+  # Topology independence: the processes' batches put together are the one-process batches
+  # (same records, same augmentation draws, same mixing), whatever their number.
   recipe = data.get_recipe("digits")
-  small = _first(digits_train, 40)
-  seen = []
-  for index in range(2):
-    shard = data.ProcessShard(index, 2)
-    batches = _take(data.eval_dataset(small, recipe.eval, global_batch_size=8, shard=shard), 5)
-    seen.append({(b["image"][i].tobytes(), int(b["label"][i]))
-                 for b in batches for i in range(4) if b["mask"][i]})
-  assert not seen[0] & seen[1]
-  with pytest.raises(ValueError, match="multiple of 3"):
-    data.train_dataset(small, recipe.train, seed=0, global_batch_size=8,
-                       shard=data.ProcessShard(0, 3))
+  transform = functools.partial(mixing.mixup_cutmix, num_classes=10)
+  whole = _take(data.train_dataset(digits_train, recipe.train, seed=0, global_batch_size=8,
+                                   batch_transform=transform, start_step=40), 6)
+  parts = [_take(data.train_dataset(digits_train, recipe.train, seed=0, global_batch_size=8,
+                                    rows=_rows(p, processes, 8), batch_transform=transform,
+                                    start_step=40), 6) for p in range(processes)]
+  for k, want in enumerate(whole):
+    for key in ("image", "label", "target"):
+      np.testing.assert_array_equal(np.concatenate([part[k][key] for part in parts]), want[key])
+  with pytest.raises(ValueError, match="not rows of a global batch of 8"):
+    data.train_dataset(digits_train, recipe.train, seed=0, global_batch_size=8, rows=[6, 8])
 
 
 @pytest.mark.parametrize("processes", [1, 3])
-def test_eval_counts_every_record_once(digits_train, processes):
+def test_eval_counts_every_record_once_in_record_order(digits_train, processes):
   recipe = data.get_recipe("digits")
   source = _first(digits_train, 37)
+  num_batches = data.num_eval_batches(len(source), 6)
+  per_process = [list(data.eval_dataset(source, recipe.eval, global_batch_size=6,
+                                        rows=_rows(p, processes, 6)))
+                 for p in range(processes)]
   counted = []
-  num_batches = data.num_eval_batches(len(source), 6, data.ProcessShard(0, processes))
-  for index in range(processes):
-    batches = list(data.eval_dataset(source, recipe.eval, global_batch_size=6,
-                                     shard=data.ProcessShard(index, processes)))
-    assert len(batches) == num_batches  # every process runs the same number of steps
-    for batch in batches:
-      chex.assert_shape(batch["mask"], (6 // processes,))
-      counted += [batch["image"][i].tobytes() for i in np.flatnonzero(batch["mask"])]
-  assert len(counted) == 37
-  assert sorted(counted) == sorted(source[i]["image"].tobytes() for i in range(37))
+  for k in range(num_batches):
+    for batches in per_process:
+      assert len(batches) == num_batches  # every process runs the same number of steps
+      chex.assert_shape(batches[k]["mask"], (6 // processes,))
+    # Global batch k, put together from the processes' rows, holds records 6k .. 6k + 5.
+    images = np.concatenate([batches[k]["image"] for batches in per_process])
+    mask = np.concatenate([batches[k]["mask"] for batches in per_process])
+    counted += [images[i].tobytes() for i in np.flatnonzero(mask)]
+  assert counted == [source[i]["image"].tobytes() for i in range(37)]
 
 
 @pytest.mark.parametrize("name, split, recipe", [("cifar10", "train", "cifar10"),

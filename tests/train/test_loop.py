@@ -175,7 +175,7 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run(tmp_path, data_dir):
       break
     time.sleep(0.2)
   _, stderr = process.communicate(timeout=600)
-  assert process.returncode == 0, stderr[-3000:]
+  assert process.returncode == 75, stderr[-3000:]  # EX_TEMPFAIL: a scheduler requeues it
   saved = sorted(int(p.name) for p in (interrupted / "checkpoints").iterdir() if p.name.isdigit())
   assert saved and saved[-1] < steps, "SIGTERM should have stopped the run early"
   assert f"SIGTERM: stopped after step {saved[-1]} with its checkpoint saved" in stderr
