@@ -111,7 +111,7 @@ def run(main_args: list[str], count: int, devices: int, grace_s: float) -> int:
   signal.signal(signal.SIGTERM, pass_on)
   status = 0
   try:
-    while any(process.poll() is None for process in processes):
+    while None in [process.poll() for process in processes]:  # polls every one
       failed = [(i, p.returncode) for i, p in enumerate(processes)
                 if p.returncode not in (None, 0, STOPPED)]
       if failed:

@@ -187,12 +187,17 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
 
   Starts from the variables of `config.init_from` when it is set (fine-tuning;
   `config.finetune` says what trains), and resumes from the newest checkpoint in
-  `workdir` if there is one (a restarted fine-tuning run continues). SIGTERM
-  saves a checkpoint and returns; a NaN/Inf loss raises NonFiniteLossError
-  (the last good checkpoint stays). `config.classes` restricts both splits.
+  `workdir` if there is one (a restarted fine-tuning run continues), on any
+  mesh: every process of a multi-host run calls it, and each reads its rows of
+  the same global batches, so the result does not depend on the topology.
+  `config.classes` restricts both splits.
 
   Returns:
     The last evaluation's metrics.
+
+  Raises:
+    TrainingStopped: SIGTERM stopped the run early; its checkpoint is saved.
+    NonFiniteLossError: the loss became NaN/Inf (the last good checkpoint stays).
   """
   config = config_schema.complete(config)
   workdir = pathlib.Path(workdir)
