@@ -2,11 +2,14 @@
 
 (a) ImageNet-style training preprocessing (`imagenet_v1`: JPEG decode of
 ~500×375 images, RandomResizedCrop 224, flip, RandAugment n=2 m=9,
-ColorJitter, PCA lighting) and (b) CIFAR-style (pad-and-crop, flip), on JPEGs
-the benchmark makes from scikit-image's sample photographs. Also (c) the
-v2 `bcos_final` recipe. Each is timed as the bare transform in one process
-(= one worker) and through the grain pipeline (batching included) with 0 and
-N worker processes. Target for (a): >= 300 images/s per worker.
+ColorJitter, PCA lighting), (a') the same with its photometric ops (ColorJitter,
+PCA lighting) left to the device (`config.photometric_on_device`: the host's
+share of the work; `bcos_jax.data.photometric` runs the rest in the train step),
+and (b) CIFAR-style (pad-and-crop, flip), on JPEGs the benchmark makes from
+scikit-image's sample photographs. Also (c) the v2 `bcos_final` recipe. Each
+is timed as the bare transform in one process (= one worker) and through the
+grain pipeline (batching included) with 0 and N worker processes. Target for
+(a): >= 300 images/s per worker.
 
     python bench/input_pipeline.py --json bench/results/input_pipeline.json \\
         [--workers 2] [--accelerator_images_per_s 2000]
@@ -34,8 +37,11 @@ _ACCELERATOR_IMAGES_PER_S = flags.DEFINE_float(
     "accelerator_images_per_s", 4434.0, "training throughput to feed (default: B-cos ResNet-50, "
     "bf16, batch 256 on one H100, bench/throughput.py)")
 
-RECIPES = {"imagenet_v1": "(a) ImageNet v1 train", "cifar10": "(b) CIFAR train",
-           "bcos_final": "(c) ImageNet v2 train"}
+# (row name, recipe, photometric ops on the device, what it is)
+RECIPES = (("imagenet_v1", "imagenet_v1", False, "(a) ImageNet v1 train"),
+           ("imagenet_v1_device", "imagenet_v1", True, "(a') v1, photometric on device"),
+           ("cifar10", "cifar10", False, "(b) CIFAR train"),
+           ("bcos_final", "bcos_final", False, "(c) ImageNet v2 train"))
 
 
 def make_records(kind: str, count: int) -> list[dict]:
@@ -57,18 +63,18 @@ def make_records(kind: str, count: int) -> list[dict]:
   return records
 
 
-def transform_rate(recipe, records, seconds: float) -> float:
+def transform_rate(transform, records, seconds: float) -> float:
   rng = np.random.default_rng(0)
   count, start = 0, time.perf_counter()
   while time.perf_counter() - start < seconds:
-    recipe.train(records[count % len(records)], rng)
+    transform(records[count % len(records)], rng)
     count += 1
   return count / (time.perf_counter() - start)
 
 
-def pipeline_rate(recipe, records, workers: int, batch: int, seconds: float) -> float:
+def pipeline_rate(transform, records, workers: int, batch: int, seconds: float) -> float:
   source = data.Source(records, 1000, "bench", "train")
-  iterator = iter(data.train_dataset(source, recipe.train, seed=0, global_batch_size=batch,
+  iterator = iter(data.train_dataset(source, transform, seed=0, global_batch_size=batch,
                                      worker_count=workers))
   next(iterator)  # start the workers
   count, start = 0, time.perf_counter()
@@ -87,31 +93,33 @@ def main(argv):
   accelerator_images_per_s = _ACCELERATOR_IMAGES_PER_S.value
 
   rows = []
-  for name, label in RECIPES.items():
-    recipe = data.get_recipe(name)
-    records = make_records(name, 64)
+  for name, recipe, on_device, label in RECIPES:
+    transform, _ = data.train_transforms(recipe, on_device)
+    records = make_records(recipe, 64)
     row = {"recipe": name, "what": label,
-           "transform_per_worker": transform_rate(recipe, records, seconds),
-           "pipeline_0_workers": pipeline_rate(recipe, records, 0, batch, seconds)}
-    total = pipeline_rate(recipe, records, workers, batch, seconds)
+           "transform_per_worker": transform_rate(transform, records, seconds),
+           "pipeline_0_workers": pipeline_rate(transform, records, 0, batch, seconds)}
+    total = pipeline_rate(transform, records, workers, batch, seconds)
     row[f"pipeline_{workers}_workers"] = total
     row["pipeline_per_worker"] = total / workers
     rows.append(row)
 
   print(f"{platform.processor() or platform.machine()}, images/s")
-  print(f"{'recipe':<14}{'what':<24}{'1 worker':>10}{'pipe, 0w':>10}"
+  print(f"{'recipe':<20}{'what':<32}{'1 worker':>10}{'pipe, 0w':>10}"
         f"{f'pipe, {workers}w':>10}{'per w':>8}")
   for r in rows:
-    print(f"{r['recipe']:<14}{r['what']:<24}{r['transform_per_worker']:>10.0f}"
+    print(f"{r['recipe']:<20}{r['what']:<32}{r['transform_per_worker']:>10.0f}"
           f"{r['pipeline_0_workers']:>10.0f}{r[f'pipeline_{workers}_workers']:>10.0f}"
           f"{r['pipeline_per_worker']:>8.0f}")
-  per_worker = rows[0]["transform_per_worker"]
-  needed = math.ceil(accelerator_images_per_s / per_worker)
-  delivered = rows[0][f"pipeline_{workers}_workers"]
-  print(f"(a) at {per_worker:.0f} images/s per worker (target 300), {needed} workers would feed "
-        f"{accelerator_images_per_s:.0f} images/s if they scaled linearly; "
-        f"{workers} measured here deliver {delivered:.0f} "
-        f"({delivered / accelerator_images_per_s:.0%})")
+  needed = {}
+  for row in rows[:2]:  # the v1 recipe, whole and split
+    per_worker = row["transform_per_worker"]
+    needed[row["recipe"]] = math.ceil(accelerator_images_per_s / per_worker)
+    delivered = row[f"pipeline_{workers}_workers"]
+    print(f"{row['what'][:4]} at {per_worker:.0f} images/s per worker (target 300), "
+          f"{needed[row['recipe']]} workers would feed {accelerator_images_per_s:.0f} images/s "
+          f"if they scaled linearly; {workers} measured here deliver {delivered:.0f} "
+          f"({delivered / accelerator_images_per_s:.0%})")
   result = {"machine": platform.machine(), "rows": rows, "workers_tested": workers,
             "accelerator_images_per_s": accelerator_images_per_s,
             "workers_needed": needed, "target_per_worker": 300}

@@ -30,7 +30,8 @@ def test_input_pipeline_benchmark_writes_its_table(tmp_path):
                           capture_output=True, text=True, timeout=600, check=False)
   assert result.returncode == 0, result.stderr[-2000:]
   rows = json.loads(out.read_text())["rows"]
-  assert [r["recipe"] for r in rows] == ["imagenet_v1", "cifar10", "bcos_final"]
+  assert [r["recipe"] for r in rows] == ["imagenet_v1", "imagenet_v1_device", "cifar10",
+                                         "bcos_final"]
   assert all(r["transform_per_worker"] > 0 and r["pipeline_per_worker"] > 0 for r in rows)
 
 

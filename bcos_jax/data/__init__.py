@@ -6,7 +6,7 @@ from bcos_jax.data.pipeline import (
                                     num_eval_batches,
                                     train_dataset,
 )
-from bcos_jax.data.recipes import RECIPES, Recipe, get_recipe
+from bcos_jax.data.recipes import RECIPES, Recipe, get_recipe, train_transforms
 from bcos_jax.data.sources import (
                                     DEFAULT_DATA_DIR,
                                     DatasetNotPreparedError,
@@ -20,5 +20,5 @@ from bcos_jax.data.sources import (
 __all__ = [
     "DEFAULT_DATA_DIR", "DatasetNotPreparedError", "RECIPES", "Recipe", "Source", "batch_rows",
     "class_names", "eval_dataset", "get_recipe", "num_eval_batches", "open_source",
-    "prepare_command", "tfds_source", "train_dataset",
+    "prepare_command", "tfds_source", "train_dataset", "train_transforms",
 ]

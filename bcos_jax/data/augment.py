@@ -108,22 +108,27 @@ def horizontal_flip(image, rng: np.random.Generator, p: float = 0.5):
   return np.asarray(image)[:, ::-1]
 
 
-def color_jitter(image, rng: np.random.Generator, brightness: float = 0.4,
-                 contrast: float = 0.4, saturation: float = 0.4) -> np.ndarray:
-  """torchvision's ColorJitter (no hue), as on tensors: uint8 (H, W, 3) in and out.
-
-  Factors are drawn in [1 - s, 1 + s] and applied in a random order, in
-  float32 and clipped after each op as torchvision's tensor code: brightness
-  scales, contrast blends with the mean grey, saturation with the grey image
-  (grey: 0.299 R + 0.587 G + 0.114 B). The v1 code applied it to PIL
-  images, which truncate to uint8 after each op: within a level or two.
-  """
+def draw_color_jitter(rng: np.random.Generator, brightness: float = 0.4,
+                      contrast: float = 0.4, saturation: float = 0.4) -> np.ndarray:
+  """ColorJitter's draws: float32 (6,), the brightness, contrast and saturation factors
+  (each in [1 - s, 1 + s]) and the order in which they apply (a permutation of 0, 1, 2)."""
   factors = [rng.uniform(max(0.0, 1 - s), 1 + s) for s in (brightness, contrast, saturation)]
+  return np.array([*factors, *rng.permutation(3)], np.float32)
+
+
+def apply_color_jitter(image, draws: np.ndarray) -> np.ndarray:
+  """ColorJitter with the draws of `draw_color_jitter`: uint8 (H, W, 3) in and out.
+
+  In float32, clipped after each op as torchvision's tensor code: brightness
+  scales, contrast blends with the mean grey, saturation with the grey image
+  (grey: 0.299 R + 0.587 G + 0.114 B). `bcos_jax.data.photometric` is the same on
+  the device.
+  """
   pixels = as_array(image).astype(np.float32)
-  for index in rng.permutation(3):
-    factor = float(factors[index])
+  for index in draws[3:].astype(int):
+    factor = float(draws[index])
     if index == 0:
-      pixels *= factor
+      pixels *= np.float32(factor)
     elif index == 1:
       mean = float(cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY).mean())
       pixels = cv2.addWeighted(pixels, factor, pixels, 0.0, (1 - factor) * mean)
@@ -134,15 +139,35 @@ def color_jitter(image, rng: np.random.Generator, brightness: float = 0.4,
   return np.rint(pixels).astype(np.uint8)
 
 
+def color_jitter(image, rng: np.random.Generator, brightness: float = 0.4,
+                 contrast: float = 0.4, saturation: float = 0.4) -> np.ndarray:
+  """torchvision's ColorJitter (no hue), as on tensors: uint8 (H, W, 3) in and out.
+
+  Factors are drawn in [1 - s, 1 + s] and applied in a random order
+  (`apply_color_jitter`). The v1 code applied it to PIL images, which truncate
+  to uint8 after each op: within a level or two.
+  """
+  return apply_color_jitter(image, draw_color_jitter(rng, brightness, contrast, saturation))
+
+
+def draw_lighting(rng: np.random.Generator, alpha_std: float = 0.1) -> np.ndarray:
+  """PCA lighting's draw: the RGB offset in 0..255 levels, rounded, float32 (3,)."""
+  alpha = rng.normal(0.0, alpha_std, size=3)
+  return np.rint(IMAGENET_EIGVEC @ (alpha * IMAGENET_EIGVAL) * 255.0).astype(np.float32)
+
+
+def apply_lighting(image, shift: np.ndarray) -> np.ndarray:
+  """Adds the offset of `draw_lighting`, saturating: uint8 (H, W, 3)."""
+  return cv2.add(as_array(image), (*shift.tolist(), 0.0))
+
+
 def pca_lighting(image, rng: np.random.Generator, alpha_std: float = 0.1) -> np.ndarray:
   """AlexNet-style PCA lighting noise (the v1 code's `Lighting(0.1)`): uint8 (H, W, 3).
 
   The noise is one RGB offset per image: the v1 code adds it to the [0, 1]
   tensor, here it is rounded and added to the 0..255 values (saturating).
   """
-  alpha = rng.normal(0.0, alpha_std, size=3)
-  shift = IMAGENET_EIGVEC @ (alpha * IMAGENET_EIGVAL) * 255.0
-  return cv2.add(as_array(image), (*np.rint(shift).tolist(), 0.0))
+  return apply_lighting(image, draw_lighting(rng, alpha_std))
 
 
 def random_erasing(image: np.ndarray, rng: np.random.Generator, p: float = 0.1,

@@ -3,7 +3,10 @@
 A recipe has a training transform `(record, rng) -> record` and an
 evaluation transform `record -> record`; both return {"image": uint8
 (S, S, 3), "label": int}. Batch transforms (mixup/cutmix) are separate
-(`bcos_jax.data.mixing`), chosen by the training config.
+(`bcos_jax.data.mixing`), chosen by the training config. The v1 ImageNet
+recipes can also split their training transform: the host part stops before
+the photometric ops, whose draws travel with the image to the device
+(`bcos_jax.data.photometric`, `config.photometric_on_device`).
 """
 
 import dataclasses
@@ -13,19 +16,31 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
-from bcos_jax.data import augment, decode, randaugment, randaugment_v1
+from bcos_jax.data import augment, decode, photometric, randaugment, randaugment_v1
 from bcos_jax.errors import UserError
 
 TrainTransform = Callable[[dict, np.random.Generator], dict]
 EvalTransform = Callable[[dict], dict]
+DeviceTransform = Callable[[dict], dict]  # a jittable batch transform inside the train step
 
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
+  """A preprocessing recipe.
+
+  Attributes:
+    train, eval: the host transforms.
+    image_size: of the evaluation images.
+    description: what it does, in the official code's terms.
+    device_split: (host part, device part) of `train`, for recipes whose last ops
+      are photometric and can run in the train step; None: it cannot be split.
+  """
   train: TrainTransform
   eval: EvalTransform
-  image_size: int  # of the evaluation images
+  image_size: int
   description: str
+  device_split: tuple[TrainTransform, DeviceTransform] | None = None
+
 
 
 def _record(image, record) -> dict:
@@ -49,7 +64,7 @@ def _small_eval(record) -> dict:
 # -- ImageNet, v1 (Sec. C.1.2 and the official code, in its order): RandAugment(2, 9)
 # on the whole image, RandomResizedCrop, flip, ColorJitter(0.4, 0.4, 0.4), PCA lighting.
 
-def _imagenet_v1_train(record, rng, size: int) -> dict:
+def _imagenet_v1_train(record, rng, size: int, photometric_on_device: bool = False) -> dict:
   # RandAugment keeps the image size, so the crop box can be drawn first (from
   # the header), a JPEG decoded at the reduced size the crop allows, and the
   # ops rendered straight into the crop.
@@ -58,8 +73,12 @@ def _imagenet_v1_train(record, rng, size: int) -> dict:
   photo = decode.decode_rgb(record["image"], decode.reduction_for_box(box[2:], (size, size)))
   ops = randaugment_v1.draw_ops(rng, full_size, num_ops=2, magnitude=9)
   image = randaugment_v1.render_crop(photo, full_size, ops, box, size)
-  image = augment.color_jitter(augment.horizontal_flip(image, rng), rng)
-  return _record(augment.pca_lighting(image, rng), record)
+  image = augment.horizontal_flip(image, rng)
+  jitter, shift = augment.draw_color_jitter(rng), augment.draw_lighting(rng)
+  if photometric_on_device:  # the step applies them (photometric.apply)
+    return {**_record(image, record), photometric.JITTER: jitter, photometric.LIGHTING: shift}
+  image = augment.apply_lighting(augment.apply_color_jitter(image, jitter), shift)
+  return _record(image, record)
 
 
 def _resize_crop_eval(record, resize: int, crop: int) -> dict:
@@ -85,6 +104,11 @@ def _vit_train(record, rng, size: int = 224) -> dict:
   return _record(augment.horizontal_flip(image, rng), record)
 
 
+def _v1_device_split(size: int) -> tuple[TrainTransform, DeviceTransform]:
+  return (functools.partial(_imagenet_v1_train, size=size, photometric_on_device=True),
+          photometric.apply)
+
+
 RECIPES: dict[str, Recipe] = {
     "cifar10": Recipe(functools.partial(_small_train, padding=4, flip=True), _small_eval, 32,
                       "random crop 32 with 4-pixel zero padding, horizontal flip"),
@@ -93,10 +117,12 @@ RECIPES: dict[str, Recipe] = {
     "imagenet_v1": Recipe(functools.partial(_imagenet_v1_train, size=224),
                           functools.partial(_resize_crop_eval, resize=256, crop=224), 224,
                           "RandAugment(2, 9) (v1 code), RandomResizedCrop 224, flip, "
-                          "ColorJitter 0.4, lighting 0.1; eval resize 256, centre crop 224"),
+                          "ColorJitter 0.4, lighting 0.1; eval resize 256, centre crop 224",
+                          _v1_device_split(224)),
     "inception_v1": Recipe(functools.partial(_imagenet_v1_train, size=299),
                            functools.partial(_resize_crop_eval, resize=320, crop=299), 299,
-                           "as imagenet_v1 at 299; eval resize 320, centre crop 299"),
+                           "as imagenet_v1 at 299; eval resize 320, centre crop 299",
+                           _v1_device_split(299)),
     "bcos_final": Recipe(_bcos_final_train,
                          functools.partial(_resize_crop_eval, resize=256, crop=224), 224,
                          "RandomResizedCrop 224, flip; eval resize 256, centre crop 224"),
@@ -114,6 +140,20 @@ def get_recipe(name: str) -> Recipe:
   if name not in RECIPES:
     raise UserError(f"unknown preprocessing recipe {name!r}; known: {', '.join(sorted(RECIPES))}")
   return RECIPES[name]
+
+
+def train_transforms(name: str, on_device: bool) -> tuple[TrainTransform, DeviceTransform | None]:
+  """Recipe `name`'s (host transform, device transform or None): its photometric ops run
+  in the train step when `on_device` (`config.photometric_on_device`)."""
+  recipe = get_recipe(name)
+  if not on_device:
+    return recipe.train, None
+  if recipe.device_split is None:
+    splittable = sorted(n for n, r in RECIPES.items() if r.device_split)
+    raise UserError(f"config.photometric_on_device=True, and recipe {name!r} has no "
+                    "photometric ops to move to the device; recipes that do: "
+                    f"{', '.join(splittable)}. Set it to False")
+  return recipe.device_split
 
 
 def rescaled_eval(name: str, divisor: int) -> EvalTransform:

@@ -44,6 +44,10 @@ def defaults() -> ConfigDict:
   config.train_split = "train"
   config.eval_split = "test"
   config.recipe = ""  # a bcos_jax.data.RECIPES name
+  # The recipe's photometric ops (v1: ColorJitter, PCA lighting) in the train step instead of
+  # the host workers, with the same draws (bcos_jax.data.photometric): for a host that cannot
+  # feed its accelerators.
+  config.photometric_on_device = False
   # Batch transforms (v2 long recipes): mixup 0.2 / cutmix 1.0; 0 disables.
   config.mixing = ConfigDict({"mixup_alpha": 0.0, "cutmix_alpha": 0.0, "switch_prob": 0.5})
   config.batch_size = 64  # global, over all processes and devices

@@ -214,6 +214,12 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
   sharding.check_batch_divides(config.batch_size, mesh)
   rows = sharding.process_rows(mesh, config.batch_size)  # this process's rows of each batch
   recipe = data.get_recipe(config.recipe)
+  host_transform, device_transform = data.train_transforms(config.recipe,
+                                                           config.photometric_on_device)
+  if device_transform is not None and _batch_transform(config, train_source.num_classes):
+    raise UserError("config.photometric_on_device=True with mixup/cutmix (config.mixing): "
+                    "the host mixes images before the device would jitter them, the wrong "
+                    "order; turn one of them off")
   workdir.mkdir(parents=True, exist_ok=True)
   is_main = jax.process_index() == 0
   say = console.say if is_main else (lambda message: None)
@@ -259,10 +265,11 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
   del build_args  # a loaded model's variables: in the state now
   # The data position is the step: global batch s is the same on any topology.
   train_iterator = iter(data.train_dataset(
-      train_source, recipe.train, seed=config.seed, global_batch_size=config.batch_size,
+      train_source, host_transform, seed=config.seed, global_batch_size=config.batch_size,
       rows=rows, start_step=int(state.step), worker_count=config.worker_count,
       batch_transform=_batch_transform(config, train_source.num_classes)))
-  train_step = steps.make_train_step(graphdef, optimizer, schedule, mesh, state, options)
+  train_step = steps.make_train_step(graphdef, optimizer, schedule, mesh, state, options,
+                                     device_transform=device_transform)
   eval_step = accuracy.make_eval_step(graphdef, _evaluated_variables(state, use_ema), mesh,
                                       loss=losses.bce_of_labels)
   writer = MetricWriter(workdir, enabled=is_main, tensorboard=config.tensorboard)

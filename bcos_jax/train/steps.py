@@ -86,6 +86,7 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
                     schedule: optax.Schedule, mesh: jax.sharding.Mesh, state: TrainState,
                     options: StepOptions = StepOptions(),
                     trace_check: Callable[[Callable], Callable] = lambda f: f,
+                    device_transform: Callable[[dict], dict] | None = None,
                     ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """A jitted step: forward, loss, backward, optimiser update; the state is donated.
 
@@ -98,6 +99,8 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
     options: loss, auxiliary loss, compute precision, EMA, accumulation, linear probing.
     trace_check: wraps the step before jit, e.g. `chex.assert_max_traces(n=1)`
       in tests (the loop checks the compilation cache instead).
+    device_transform: the recipe's part that runs on the device, batch -> batch, before
+      the model (`bcos_jax.data.train_transforms`); None: none.
   """
   loss_of = losses.get_loss(options.loss)
   dtype = jnp.dtype(options.compute_dtype)
@@ -113,6 +116,8 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
                         params, labels)
 
   def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    if device_transform is not None:
+      batch = device_transform(batch)
 
     def loss_fn(params):
       # copy=True: fresh variables in this trace, so norm layers may update
