@@ -1,14 +1,31 @@
-"""bcos_jax against the official B-cos v2 code on the same network, inputs and machine.
+"""bcos_jax against the official B-cos code (v2, and v1's CIFAR-10 net) on the same network.
 
     pip install bcos torch torchvision     # the official side: optional, never a dependency
     python bench/vs_official.py --models resnet50:224:8,densenet121:224:8,vitc_ti_patch1_14:224:8 \\
         --rounds 3 --json bench/results/vs_official.json
+    git clone https://github.com/moboehle/B-cos /tmp/B-cos     # the official v1 code
+    python bench/vs_official.py --models v1_cifar9l_b2:32:64 --v1_repo /tmp/B-cos \\
+        --json bench/results/vs_official_v1_cpu.json
 
 Each model is NAME:IMAGE_SIZE:BATCH, NAME a hub name of the official v2
-package (`bcos.models.pretrained`; its models are ours under the same name).
+package (`bcos.models.pretrained`; its models are ours under the same name)
+or one of the CVPR 2022 paper's CIFAR-10 nets, `v1_cifar9l_b1` ... `v1_cifar9l_b2.5`
+(nine B-cos convolutions with MaxOut 2; ours in `bcos_jax/models/cifar.py`).
+Those are not in the v2 package: `--v1_repo` names a checkout (or an
+extracted tree) of the official v1 code, github.com/moboehle/B-cos, and the
+official net is its own: `get_model` of `experiments/CIFAR10/bcos/model.py`
+with the experiment `9L-M2-B<B>` of `experiment_parameters.py` (its layer
+scale and logit temperature), `load_pretrained` off. The repository is read,
+never changed; importing it takes two shims, both undone afterwards: a stub
+for `training.training_utils` (the training loop, which `model.py` imports
+for its `__main__` only) and `collections.Iterable` (removed in Python 3.10,
+imported by `modules/losses.py`); its top-level modules (`data`, `modules`,
+...) are taken out of `sys.modules` again. Only torch is needed for v1 (not
+`bcos`).
+
 The official model is built with random weights and imported into bcos_jax
-through `bcos_jax.convert`, and both must give the same logits on the same
-inputs before anything is timed (so the comparison is of one network). Then,
+through `bcos_jax.convert`, and both must give the same W(x) and logits on the
+same inputs before anything is timed (so the comparison is of one network). Then,
 in `--rounds` rounds that alternate which side runs first, each side's median
 over `--steps` calls (after a warm-up) is taken of:
 
@@ -18,7 +35,14 @@ over `--steps` calls (after a warm-up) is taken of:
                backward in the official explanation mode; `explain.explain`)
   explain_one  one image: the official `model.explain(img)` (W(x), contribution
                map, colour explanation) against `explain.explain` on a batch of
-               one plus `explain.to_rgba`
+               one plus `explain.to_rgba`. v1 has no `explain`; its own way is
+               timed (`interpretability/eval_on_video.py`): the layers'
+               `explanation_mode(True)`, a forward, the backward of the top
+               class's logit to the image (W(x) = its gradient), the
+               contribution map sum_c x·W(x), and its `grad_to_img` (colour
+               image, smooth 15, percentile 99.5 as `explain.to_rgba`). That
+               function is compiled alone from `interpretability/utils.py`,
+               whose import needs seaborn and sets LaTeX rcParams.
 
 and the table gives official/ours per quantity (above 1: bcos_jax is faster),
 the median over rounds and its spread (min-max over rounds). Both sides use
@@ -30,12 +54,20 @@ On a GPU: `--official_device=cuda` and the official side's speed settings
 `--compute_dtype=bfloat16`; `bench/gpu.sh` runs the whole comparison.
 """
 
+import ast
+import collections
+import collections.abc
 import contextlib
+import copy
 import dataclasses
+import functools
 import json
 import pathlib
 import platform
 import statistics
+import subprocess
+import sys
+import types
 
 import jax
 import numpy as np
@@ -60,9 +92,14 @@ _OFFICIAL_CHANNELS_LAST = flags.DEFINE_boolean("official_channels_last", False,
 _OFFICIAL_COMPILE = flags.DEFINE_boolean("official_compile", False,
                                          "torch.compile the official network")
 _JSON = flags.DEFINE_string("json", "bench/results/vs_official.json", "The JSON file to write.")
+_V1_REPO = flags.DEFINE_string("v1_repo", None, "A checkout of the official v1 code "
+                               "(git clone https://github.com/moboehle/B-cos), for v1_cifar9l_*.")
 
 QUANTITIES = ("train_step", "forward", "explain", "explain_one")
 OFFICIAL_INSTALL = "pip install bcos torch torchvision"
+V1_PREFIX = "v1_cifar9l_b"  # ours; the official v1 experiment is 9L-M2-B<same B>
+V1_CLONE = "git clone https://github.com/moboehle/B-cos"
+V1_MODEL_FILE = "experiments/CIFAR10/bcos/model.py"
 
 
 def parse_spec(spec: str) -> tuple[str, int, int]:
@@ -73,6 +110,39 @@ def parse_spec(spec: str) -> tuple[str, int, int]:
   if parts[0] not in models.names():
     raise UserError(f"--models entry {spec!r}: {parts[0]!r} is not a bcos_jax model")
   return parts[0], int(parts[1]), int(parts[2])
+
+
+def is_v1(name: str) -> bool:
+  """Whether `name` is one of the v1 CIFAR-10 nets (official side from --v1_repo)."""
+  return name.startswith(V1_PREFIX)
+
+
+def check_v1_repo(names: list[str], v1_repo: str | None, ours_only: bool) -> None:
+  """Fails, before torch is imported, when a v1 model's official side has no code to run.
+
+  Raises:
+    UserError: naming --v1_repo and the clone command, or the file that the path lacks.
+  """
+  wanted = [name for name in names if is_v1(name)]
+  if not wanted or ours_only:
+    return
+  if not v1_repo:
+    raise UserError(f"{wanted[0]} is a v1 model (not in the official v2 package): its official "
+                    f"side needs --v1_repo=PATH, a checkout of the v1 code ({V1_CLONE}); "
+                    "or pass --ours_only")
+  if not (pathlib.Path(v1_repo) / V1_MODEL_FILE).is_file():
+    raise UserError(f"--v1_repo={v1_repo} has no {V1_MODEL_FILE}: it should be a checkout of "
+                    f"the official v1 code ({V1_CLONE})")
+
+
+def _torch():
+  """torch, or a UserError saying how to install the official side."""
+  try:
+    import torch  # noqa: PLC0415  (optional tooling)
+  except ImportError as error:
+    raise UserError(f"the official side needs torch ({error}): {OFFICIAL_INSTALL}; "
+                    "or pass --ours_only") from error
+  return torch
 
 
 def _official_package():
@@ -86,8 +156,118 @@ def _official_package():
   return hub, torch
 
 
-def official_model(name: str):
-  """The official v2 hub model `name`, randomly initialised, in evaluation mode."""
+# The v1 repository's top-level modules: imported from it alone, and taken out again.
+_V1_TOP_LEVEL = ("data", "experiments", "modules", "training", "interpretability", "models",
+                 "project_utils", "project_config", "experiment_utils")
+
+
+def _v1_top_level(name: str) -> bool:
+  return name.split(".")[0] in _V1_TOP_LEVEL
+
+
+@functools.cache
+def v1_code(v1_repo: str) -> types.SimpleNamespace:
+  """The official v1 CIFAR-10 code: `get_model`, the experiment configs `exps`, `grad_to_img`.
+
+  The repository is imported from its root, with the shims of the module
+  docstring, and its modules leave `sys.modules` afterwards (the functions
+  keep what they need), so nothing of it shadows a later import.
+  """
+  _torch()
+  root = str(pathlib.Path(v1_repo).resolve())
+  saved = {k: sys.modules.pop(k) for k in list(sys.modules) if _v1_top_level(k)}
+  training = types.ModuleType("training")
+  training_utils = types.ModuleType("training.training_utils")
+  training_utils.start_training = None  # model.py's __main__ only; it imports the trainer
+  training.training_utils = training_utils
+  sys.modules |= {"training": training, "training.training_utils": training_utils}
+  had_iterable = hasattr(collections, "Iterable")
+  if not had_iterable:
+    collections.Iterable = collections.abc.Iterable  # modules/losses.py (Python < 3.10)
+  sys.path.insert(0, root)
+  try:
+    import importlib  # noqa: PLC0415
+
+    params = importlib.import_module("experiments.CIFAR10.bcos.experiment_parameters")
+    model = importlib.import_module("experiments.CIFAR10.bcos.model")
+    to_numpy = importlib.import_module("project_utils").to_numpy
+  finally:
+    sys.path.remove(root)
+    if not had_iterable:
+      del collections.Iterable
+    for k in [k for k in sys.modules if _v1_top_level(k)]:
+      del sys.modules[k]
+    sys.modules |= saved
+  return types.SimpleNamespace(get_model=model.get_model, exps=params.exps,
+                               grad_to_img=_v1_grad_to_img(root, to_numpy))
+
+
+def _v1_grad_to_img(root: str, to_numpy):
+  """`grad_to_img` of the v1 `interpretability/utils.py`, compiled alone (see the docstring)."""
+  import torch  # noqa: PLC0415
+  import torch.nn.functional as F  # noqa: N812, PLC0415
+
+  path = pathlib.Path(root) / "interpretability" / "utils.py"
+  tree = ast.parse(path.read_text(), str(path))
+  found = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "grad_to_img"]
+  if not found:
+    raise UserError(f"{path} has no grad_to_img: is --v1_repo a checkout of {V1_CLONE}?")
+  namespace = {"torch": torch, "np": np, "F": F, "to_numpy": to_numpy}
+  exec(compile(ast.Module(body=found, type_ignores=[]), str(path), "exec"), namespace)  # noqa: S102
+  return namespace["grad_to_img"]
+
+
+def official_v1_model(name: str, v1_repo: str):
+  """The official v1 CIFAR-10 net of `name` (experiment 9L-M2-B<B>), randomly initialised.
+
+  It is the official `nn.Sequential` itself (same modules, same state-dict
+  keys), given the two things the v2 models have and the timing uses: an
+  `explanation_mode()` context (v1 switches its layers' `explanation_mode`)
+  and `explain(image)`, v1's own one-image explanation (module docstring).
+  """
+  torch = _torch()
+  code = v1_code(v1_repo)
+  experiment = "9L-M2-B" + name.removeprefix(V1_PREFIX)
+  if experiment not in code.exps:
+    raise UserError(f"{name!r} has no official v1 experiment ({experiment!r} is not in "
+                    f"experiment_parameters.py, which has {', '.join(code.exps)})")
+  params = copy.deepcopy(code.exps[experiment]) | {"load_pretrained": False}
+  grad_to_img = code.grad_to_img
+
+  class OfficialV1(torch.nn.Sequential):
+    """The official v1 Sequential, with v2's explanation interface around it."""
+
+    @contextlib.contextmanager
+    def explanation_mode(self):
+      layers = [m for m in self.modules() if hasattr(m, "explanation_mode") and m is not self]
+      for layer in layers:
+        layer.explanation_mode(True)
+      try:
+        yield
+      finally:
+        for layer in layers:
+          layer.explanation_mode(False)
+
+    def explain(self, image):
+      image = image.detach().requires_grad_(True)
+      with torch.enable_grad(), self.explanation_mode():
+        logits = self(image)
+        target = int(logits[0].argmax())
+        logits[0, target].backward(inputs=[image])
+      weights = image.grad
+      return {"prediction": target, "dynamic_linear_weights": weights,
+              "contribution_map": (image * weights).sum(1).detach(),
+              "explanation": grad_to_img(image[0].detach(), weights[0])}
+
+  return OfficialV1(*code.get_model(params).children()).eval()
+
+
+def official_model(name: str, v1_repo: str | None = None):
+  """The official model `name` (v2 hub, or v1 from `v1_repo`), randomly initialised, in
+  evaluation mode."""
+  if is_v1(name):
+    check_v1_repo([name], v1_repo, ours_only=False)
+    return official_v1_model(name, v1_repo)
   hub, _ = _official_package()
   if name not in hub.list_available():
     raise UserError(f"{name!r} is not a model of the official v2 package; its models: "
@@ -112,7 +292,7 @@ def check_parity(model: nnx.Module, net, images_uint8: np.ndarray) -> dict[str, 
     AssertionError: when the W(x) differ by more than 1e-4 of their largest entry, or the
       logits by more than 1e-4 of theirs.
   """
-  _, torch = _official_package()
+  torch = _torch()
   x6 = np.asarray(models.input_transform(model)(images_uint8))
   ours = np.asarray(model(x6))
   target = np.zeros(len(x6), np.int32)
@@ -153,9 +333,7 @@ class OfficialSettings:
 def official_functions(net, images_uint8: np.ndarray, labels: np.ndarray, model: nnx.Module,
                        num_classes: int, settings: OfficialSettings = OfficialSettings()):
   """The official side's timed functions, computing what `bcos_jax_functions` does."""
-  import copy  # noqa: PLC0415
-
-  _, torch = _official_package()
+  torch = _torch()
   device = torch.device(settings.device)
   memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
   x6 = np.asarray(models.input_transform(model)(images_uint8)).transpose(0, 3, 1, 2).copy()
@@ -211,12 +389,12 @@ def official_functions(net, images_uint8: np.ndarray, labels: np.ndarray, model:
 
 
 def measure(spec: str, rounds: int, count: int, ours_only: bool, compute_dtype: str = "float32",
-            settings: OfficialSettings = OfficialSettings()) -> dict:
+            settings: OfficialSettings = OfficialSettings(), v1_repo: str | None = None) -> dict:
   name, size, batch = parse_spec(spec)
   if ours_only:
     model = models.create(name, rngs=nnx.Rngs(0))
   else:
-    net = official_model(name)
+    net = official_model(name, v1_repo)
     model = imported(name, net)
   num_classes = int(np.asarray(model(np.zeros((1, size, size, 6), np.float32))).shape[-1])
   images, labels = random_batch(batch, size, num_classes)
@@ -266,23 +444,39 @@ def table(rows: list[dict]) -> str:
   return "\n".join(lines)
 
 
+def _v1_commit(v1_repo: str) -> str:
+  """The v1 checkout's commit (its path where it is no git checkout, e.g. an archive)."""
+  if not (pathlib.Path(v1_repo) / ".git").exists():
+    return str(v1_repo)
+  result = subprocess.run(["git", "-C", v1_repo, "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=False)
+  return result.stdout.strip() if result.returncode == 0 else str(v1_repo)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   specs = [parse_spec(spec) and spec for spec in _MODELS.value]  # bad entries fail first
+  names = [parse_spec(spec)[0] for spec in specs]
+  check_v1_repo(names, _V1_REPO.value, _OURS_ONLY.value)  # before torch is imported
   environment = {"device": jax.devices()[0].device_kind, "jax": jax.__version__,
                  "cpu_threads": _THREADS.value, "machine": platform.processor() or
                  platform.machine()}
   if not _OURS_ONLY.value:
-    _, torch = _official_package()
+    torch = _torch()
     torch.set_num_threads(_THREADS.value)
-    import bcos  # noqa: PLC0415
+    environment["torch"] = torch.__version__
+    if not all(map(is_v1, names)):
+      _official_package()
+      import bcos  # noqa: PLC0415
 
-    environment |= {"torch": torch.__version__, "bcos": getattr(bcos, "__version__", "?")}
+      environment["bcos"] = getattr(bcos, "__version__", "?")
+    if any(map(is_v1, names)):
+      environment["v1_repo"] = _v1_commit(_V1_REPO.value)
   settings = OfficialSettings(_OFFICIAL_DEVICE.value, _OFFICIAL_AMP.value,
                               _OFFICIAL_CHANNELS_LAST.value, _OFFICIAL_COMPILE.value)
   rows = [measure(spec, _ROUNDS.value, _STEPS.value, _OURS_ONLY.value, _COMPUTE_DTYPE.value,
-                  settings) for spec in specs]
+                  settings, _V1_REPO.value) for spec in specs]
   print(table(rows))
   out = pathlib.Path(_JSON.value)
   out.parent.mkdir(parents=True, exist_ok=True)

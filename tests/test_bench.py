@@ -82,6 +82,32 @@ def test_vs_official_benchmark_times_ours_and_names_the_official_install(tmp_pat
                        timeout=600, check=False)
   assert bad.returncode == 2 and "not NAME:IMAGE_SIZE:BATCH" in bad.stderr
   if importlib.util.find_spec("bcos") is None:  # CI: the official side is optional tooling
-    missing = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600,
-                             check=False)
+    missing = subprocess.run([*command[:3], "resnet50:32:2", *command[4:]], capture_output=True,
+                             text=True, env=env, timeout=600, check=False)
     assert missing.returncode == 2 and "pip install bcos torch torchvision" in missing.stderr
+
+
+def _vs_official_without_torch(*args: str) -> subprocess.CompletedProcess:
+  """bench/vs_official.py with `import torch` failing, as where torch is not installed."""
+  script = ROOT / "bench" / "vs_official.py"
+  code = ("import runpy, sys; sys.modules['torch'] = None; "  # `import torch` raises ImportError
+          f"sys.path.insert(0, {str(script.parent)!r}); "
+          f"sys.argv = [{str(script)!r}, *sys.argv[1:]]; "
+          f"runpy.run_path({str(script)!r}, run_name='__main__')")
+  return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                        env={**os.environ, "XLA_FLAGS": ""}, timeout=600, check=False)
+
+
+def test_vs_official_v1_model_without_v1_repo_names_the_flag_and_the_clone(tmp_path):
+  # The check comes before torch is imported: with torch unimportable, the error is still
+  # about --v1_repo, not about installing torch.
+  result = _vs_official_without_torch("--models", "v1_cifar9l_b2:32:2", "--json",
+                                      str(tmp_path / "out.json"))
+  assert result.returncode == 2, result.stderr[-2000:]
+  message = result.stderr.strip().splitlines()[-1]
+  assert "v1_cifar9l_b2" in message and "--v1_repo" in message
+  assert "git clone https://github.com/moboehle/B-cos" in message
+  not_a_checkout = _vs_official_without_torch("--models", "v1_cifar9l_b2:32:2", "--v1_repo",
+                                              str(tmp_path), "--json", str(tmp_path / "out.json"))
+  assert not_a_checkout.returncode == 2
+  assert "experiments/CIFAR10/bcos/model.py" in not_a_checkout.stderr
