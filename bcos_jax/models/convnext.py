@@ -17,6 +17,7 @@ from bcos_jax.errors import UserError
 from bcos_jax.models import registry
 from bcos_jax.models.torch_keys import KeyMap, Target, conv_keys, norm_keys
 from bcos_jax.nn import ConvOptions, LogitLayer, StochasticDepth, check_encoded, make_norm
+from bcos_jax.nn.remat import RECOMPUTED_CALL, Rematerialisable, call_block
 
 POSITION_NORM = "NoBias(DetachablePositionNorm2d)"
 BATCH_NORM = "NoBias(BatchNormUncentered2d)"
@@ -51,7 +52,7 @@ class Downsample(nnx.Module):
     return self.conv(self.norm(x, explain=explain), explain=explain)
 
 
-class BcosConvNeXt(nnx.Module):
+class BcosConvNeXt(nnx.Module, Rematerialisable):
   """A B-cos ConvNeXt on NHWC images encoded with `add_inverse`.
 
   Args:
@@ -65,6 +66,8 @@ class BcosConvNeXt(nnx.Module):
     b: alignment pressure of every B-cos conv.
     norm: a `bcos_jax.nn.NORM_LAYERS` name.
     logit_temperature, logit_bias: bias None means -log(num_classes - 1).
+    remat: recompute every block in the backward pass while training
+      (`bcos_jax.nn.remat`).
     rngs: initialisation randomness.
   """
 
@@ -73,10 +76,11 @@ class BcosConvNeXt(nnx.Module):
                layer_scale: float = 1e-6, stochastic_depth_prob: float = 0.0, b: float = 2.0,
                norm: str = POSITION_NORM,
                logit_temperature: float = 1.0, logit_bias: float | None = None,
-               rngs: nnx.Rngs):
+               remat: bool = False, rngs: nnx.Rngs):
     if len(widths) != len(depths):
       raise UserError(f"need one width per stage: widths={widths}, depths={depths}")
     conv = ConvOptions(b=b)
+    self.remat, self.deterministic = remat, False
     self.stem = conv.conv(6, widths[0], 4, strides=4, rngs=rngs)
     self.stem_norm = _norm(norm, widths[0])
     total = sum(depths)
@@ -94,9 +98,10 @@ class BcosConvNeXt(nnx.Module):
   def __call__(self, x: jax.Array, *, explain: bool = False) -> jax.Array:
     check_encoded(x, "BcosConvNeXt")
     x = self.stem_norm(self.stem(x, explain=explain), explain=explain)
+    block_on = RECOMPUTED_CALL if self.recomputes() else call_block
     for i, stage in enumerate(self.stages):
       for block in stage:
-        x = block(x, explain=explain)
+        x = block_on(block, x, explain)
       if i < len(self.downsamples):
         x = self.downsamples[i](x, explain=explain)
     x = self.head(self.head_norm(x, explain=explain), explain=explain)

@@ -7,6 +7,10 @@ before global average pooling.
 - v1: no norm layers, MaxOut 2, the v1 per-layer scale (÷100), logits
   mean / 1e-3 + log(0.01/0.99); growth rate and MaxOut are options (the
   paper's Tab. B1 ablation).
+With `remat=True` every dense layer, its concatenation of the block's
+features included, is recomputed in the backward pass (as in Pleiss et al.,
+"Memory-efficient implementation of DenseNets", 2017): only the k new
+channels of each layer are stored, not its normalised concatenated input.
 """
 
 import math
@@ -38,6 +42,7 @@ from bcos_jax.nn import (
   optional_norm,
 )
 from bcos_jax.nn import activation as get_activation
+from bcos_jax.nn.remat import Rematerialisable, recomputed
 
 
 class DenseLayer(nnx.Module):
@@ -55,6 +60,16 @@ class DenseLayer(nnx.Module):
     return self.conv2(self.act(apply_norm(self.norm2, x, explain=explain)), explain=explain)
 
 
+def _dense_layer_on(layer: DenseLayer, features: list[jax.Array], explain: bool) -> jax.Array:
+  """The layer on the concatenation of the block's features so far (channels last)."""
+  return layer(jnp.concatenate(features, axis=-1), explain=explain)
+
+
+# The same, rematerialised: the concatenation happens inside, so the backward pass keeps
+# each layer's k new channels only (linear, not quadratic, in the block's depth).
+_remat_dense_layer_on = recomputed(_dense_layer_on)
+
+
 class Transition(nnx.Module):
   """norm → 1×1 conv halving the channels → 2×2 average pooling."""
 
@@ -68,7 +83,7 @@ class Transition(nnx.Module):
     return avg_pool(self.conv(x, explain=explain), 2, 2)
 
 
-class BcosDenseNet(nnx.Module):
+class BcosDenseNet(nnx.Module, Rematerialisable):
   """A B-cos DenseNet-BC on NHWC images encoded with `add_inverse`.
 
   Args:
@@ -97,6 +112,8 @@ class BcosDenseNet(nnx.Module):
     final_relu: a ReLU after the last norm, as torchvision's forward applies (a
       plain function there: the B-cosification ablation without ReLUs keeps it).
     logit_temperature, logit_bias: bias None means -log(num_classes - 1).
+    remat: recompute every dense layer in the backward pass while training
+      (`bcos_jax.nn.remat`).
     rngs: initialisation randomness.
   """
 
@@ -111,10 +128,11 @@ class BcosDenseNet(nnx.Module):
                input_mean: Sequence[float] | None = None,
                input_std: Sequence[float] | None = None, final_relu: bool = False,
                logit_temperature: float = 1.0, logit_bias: float | None = None,
-               rngs: nnx.Rngs):
+               remat: bool = False, rngs: nnx.Rngs):
     conv = ConvOptions(b=b, max_out=max_out, scale=scale, v1_scale_divisor=v1_scale_divisor,
                        bcos=bcos, unit_norm_kernels=unit_norm_kernels, learn_b=learn_b)
     act = get_activation(activation)
+    self.remat, self.deterministic = remat, False
     if stem_pool not in ("avg", "max"):
       raise UserError(f"unknown stem pooling {stem_pool!r}; known: avg, max")
     self.bcos, self.act, self.stem_pool = bcos, act, stem_pool
@@ -147,9 +165,12 @@ class BcosDenseNet(nnx.Module):
     x = self.act(apply_norm(self.norm0, self.conv0(self.input_norm(x), explain=explain),
                             explain=explain))
     x = (avg_pool if self.stem_pool == "avg" else max_pool)(x, 3, 2, 1)
+    layer_on = _remat_dense_layer_on if self.recomputes() else _dense_layer_on
     for i, block in enumerate(self.blocks):
+      features = [x]
       for layer in block:
-        x = jnp.concatenate([x, layer(x, explain=explain)], axis=-1)
+        features.append(layer_on(layer, features, explain))
+      x = jnp.concatenate(features, axis=-1)
       if i < len(self.transitions):
         x = self.transitions[i](x, explain=explain)
     x = apply_norm(self.norm5, x, explain=explain)

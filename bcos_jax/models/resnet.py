@@ -40,6 +40,7 @@ from bcos_jax.nn import (
   optional_norm,
 )
 from bcos_jax.nn import activation as get_activation
+from bcos_jax.nn.remat import RECOMPUTED_CALL, Rematerialisable, call_block
 
 
 def _stem_pool(x: jax.Array, kind: str) -> jax.Array:
@@ -99,7 +100,7 @@ class Bottleneck(nnx.Module):
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
-class BcosResNet(nnx.Module):
+class BcosResNet(nnx.Module, Rematerialisable):
   """A B-cos ResNet/ResNeXt on NHWC images encoded with `add_inverse` (or, with
   `bcos=False`, torchvision's conventional ResNet on normalised RGB).
 
@@ -133,6 +134,8 @@ class BcosResNet(nnx.Module):
       first (B-cosified networks: the ImageNet statistics of the 6 channels).
     logit_temperature, logit_bias: logits = pooled / temperature + bias;
       bias None means -log(num_classes - 1).
+    remat: recompute every residual block in the backward pass while training
+      (`bcos_jax.nn.remat`).
     rngs: initialisation randomness.
   """
 
@@ -149,13 +152,14 @@ class BcosResNet(nnx.Module):
                input_mean: Sequence[float] | None = None,
                input_std: Sequence[float] | None = None,
                logit_temperature: float = 1.0, logit_bias: float | None = None,
-               rngs: nnx.Rngs):
+               remat: bool = False, rngs: nnx.Rngs):
     block_class = BLOCKS[block]
     conv = ConvOptions(b=b, max_out=max_out, scale=scale, v1_scale_divisor=v1_scale_divisor,
                        bcos=bcos, unit_norm_kernels=unit_norm_kernels, learn_b=learn_b)
     act = get_activation(activation)
     self.bcos = bcos
     self.act = act
+    self.remat, self.deterministic = remat, False
     self.input_norm = InputNormalisation.of(input_mean, input_std)
     self.stem_pool = "none" if small_inputs else stem_pool
     self.classifier_before_pool = classifier_before_pool
@@ -186,9 +190,10 @@ class BcosResNet(nnx.Module):
   def features(self, x: jax.Array, *, explain: bool = False) -> jax.Array:
     x = self.act(apply_norm(self.bn1, self.conv1(x, explain=explain), explain=explain))
     x = _stem_pool(x, self.stem_pool)
+    block_on = RECOMPUTED_CALL if self.recomputes() else call_block
     for stage in self.stages:
       for block in stage:
-        x = block(x, explain=explain)
+        x = block_on(block, x, explain)
     return x
 
   def __call__(self, x: jax.Array, *, explain: bool = False) -> jax.Array:

@@ -29,6 +29,7 @@ from bcos_jax.nn import (
   make_norm,
 )
 from bcos_jax.nn.norms import GroupNorm, LayerNorm
+from bcos_jax.nn.remat import RECOMPUTED_CALL, Rematerialisable, call_block
 
 
 def sincos_position_embedding(height: int, width: int, dim: int,
@@ -129,7 +130,7 @@ class ConvStemLayer(nnx.Module):
     return _activation(self.norm(x, explain=explain), self.bcos)
 
 
-class BcosSimpleViT(nnx.Module):
+class BcosSimpleViT(nnx.Module, Rematerialisable):
   """A B-cos Simple ViT on NHWC images encoded with `add_inverse`.
 
   Args:
@@ -143,6 +144,8 @@ class BcosSimpleViT(nnx.Module):
     bcos: False builds the standard (non-B-cos) baseline on 3-channel input.
     logit_temperature, logit_bias: logits = head / temperature + bias;
       bias None means -log(num_classes - 1).
+    remat: recompute every encoder block in the backward pass while training
+      (`bcos_jax.nn.remat`).
     rngs: initialisation randomness.
   """
 
@@ -151,9 +154,10 @@ class BcosSimpleViT(nnx.Module):
                b: float = 2.0, norm: str = "NoBias(DetachableLayerNorm)",
                norm2d: str = "NoBias(DetachableGNLayerNorm2d)", bcos: bool = True,
                logit_temperature: float = 1.0, logit_bias: float | None = None,
-               rngs: nnx.Rngs):
+               remat: bool = False, rngs: nnx.Rngs):
     layers = _Layers(bcos=bcos, b=b, norm=norm, rngs=rngs)
     self.bcos = bcos
+    self.remat, self.deterministic = remat, False
     self.patch_size = patch_size
     channels = [6 if bcos else 3, *stem_widths]
     self.stem = nnx.List([ConvStemLayer(c_in, c_out, layers=layers, norm2d=norm2d, rngs=rngs)
@@ -181,8 +185,9 @@ class BcosSimpleViT(nnx.Module):
     tokens = self.patch_embedding(patches.reshape(n, (h // p) * (w // p), p * p * c),
                                   explain=explain)
     tokens = tokens + sincos_position_embedding(h // p, w // p, tokens.shape[-1])
+    encoder_on = RECOMPUTED_CALL if self.recomputes() else call_block
     for encoder in self.encoders:
-      tokens = encoder(tokens, explain=explain)
+      tokens = encoder_on(encoder, tokens, explain)
     pooled = self.head_norm(tokens.mean(axis=1), explain=explain)
     return self.logit_layer(self.head(pooled, explain=explain))
 

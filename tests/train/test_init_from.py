@@ -70,14 +70,19 @@ def run_a(tmp_path_factory, data_dir):
 def test_a_run_starts_from_init_froms_parameters_and_statistics(tmp_path, data_dir, run_a,
                                                                   monkeypatch, capsys):
   started = []
-  create = loop.train_state.create
+  create_sharded = loop.train_state.create_sharded
 
-  def spy(*args, **kwargs):
-    graphdef, state = create(*args, **kwargs)
-    started.append(jax.device_get((state.step, state.params, state.model_state)))
-    return graphdef, state
+  def spy(*args, **kwargs):  # the state the run creates, as it leaves the creating jit
+    abstract, create = create_sharded(*args, **kwargs)
 
-  monkeypatch.setattr(loop.train_state, "create", spy)
+    def created():
+      state = create()
+      started.append(jax.device_get((state.step, state.params, state.model_state)))
+      return state
+
+    return abstract, created
+
+  monkeypatch.setattr(loop.train_state, "create_sharded", spy)
   loop.train_and_evaluate(_frozen(_config(data_dir, init_from=str(run_a))), tmp_path)
   [(step, params, model_state)] = started
   graphdef = nnx.graphdef(models.create("resnet18", rngs=nnx.Rngs(0), **TINY_RESNET))
