@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole GPU comparison in one prepared script: bcos_jax's throughput and MFU
 # in float32 and bfloat16, bcos_jax against the official v2 code (eager float32,
-# and with its best settings: bf16 AMP, channels_last, torch.compile), and the
-# v1 input pipeline against the accelerator. One call, one JSON per measurement.
+# and with its best settings: bf16 AMP, channels_last, torch.compile), DenseNet-121's
+# memory with and without remat, and the v1 input pipeline (whole, and with its
+# photometric ops on the device) against the accelerator. One call, one JSON per
+# measurement.
 #
 #   bench/gpu.sh OUT_DIR            # on the GPU: batch 256, 224², 4 models
 #   bench/gpu.sh OUT_DIR --tiny     # anywhere (this CPU): batch 2, 1 step, to test it
@@ -62,6 +64,13 @@ if "$PYTHON" -c "import bcos, torch" 2>/dev/null; then
 else
   echo "== vs official: skipped (the official package is not installed: pip install bcos torch torchvision)"
 fi
+
+echo "== memory: DenseNet-121's train step with and without rematerialisation"
+# Per-device bytes of the compiled step (bench/memory.py); --tiny: a small ResNet-18.
+MEMORY_MODEL=densenet121:224
+[[ "$TINY" == "--tiny" ]] && MEMORY_MODEL=resnet18:32
+"$PYTHON" bench/memory.py --models "${MEMORY_MODEL%%:*}" --image_size "${MEMORY_MODEL##*:}" \
+  --batch_size "$BATCH" --devices 1 --remat false,true --json "$OUT/memory.json"
 
 echo "== input pipeline (host images/s per worker against the accelerator's step)"
 # The first model's bfloat16 training rate: what one accelerator consumes.

@@ -48,6 +48,8 @@ def test_gpu_script_runs_tiny_and_its_throughput_has_the_mfu(tmp_path):
     assert {"train_step_ms", "forward_ms", "explain_ms", "images_per_s", "peak_bytes",
             "train_step_flops", "mfu"} <= set(data)
     assert data["compute_dtype"] == dtype and data["train_step_flops"] > 0 and data["mfu"] > 0
+  memory = json.loads((tmp_path / "memory.json").read_text())
+  assert len(memory["rows"]) == 2  # without and with remat
   pipeline = json.loads((tmp_path / "input_pipeline.json").read_text())
   assert pipeline["accelerator_images_per_s"] > 0
   if importlib.util.find_spec("bcos") is None:
