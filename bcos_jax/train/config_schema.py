@@ -48,6 +48,10 @@ def defaults() -> ConfigDict:
   # the host workers, with the same draws (bcos_jax.data.photometric): for a host that cannot
   # feed its accelerators.
   config.photometric_on_device = False
+  # Recompute the model's blocks in the backward pass instead of storing their activations
+  # (the DenseNet, ResNet, ConvNeXt and ViT builders' `remat`, bcos_jax.nn.remat): less
+  # memory for about one more forward pass. The trainer builds the model with it.
+  config.remat = False
   # Batch transforms (v2 long recipes): mixup 0.2 / cutmix 1.0; 0 disables.
   config.mixing = ConfigDict({"mixup_alpha": 0.0, "cutmix_alpha": 0.0, "switch_prob": 0.5})
   config.batch_size = 64  # global, over all processes and devices

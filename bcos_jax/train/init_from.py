@@ -116,6 +116,24 @@ def _new_head_options(name: str, options: dict, num_classes: int) -> dict:
   return head
 
 
+def _execution_options(config: ConfigDict) -> dict:
+  """Builder arguments that change how the model runs, not what it computes: `remat`."""
+  if "remat" in config.model.overrides:
+    raise UserError("config.model.overrides.remat: set config.remat instead (the trainer "
+                    "builds the model with it)")
+  if not config.remat:
+    return {}
+  name = config.model.name
+  if name:
+    try:
+      models.config_for(name, remat=True)
+    except UserError:
+      raise UserError(f"config.remat=True: {name} has no blocks to recompute (the DenseNet, "
+                      "ResNet, ConvNeXt and ViT families have); set config.remat=False"
+                      ) from None
+  return {"remat": True}
+
+
 def initial_model(config: ConfigDict, num_classes: int) -> tuple[nnx.Module, str | None]:
   """The model a run of `config` starts from, initialised with `nnx.Rngs(config.seed)`.
 
@@ -139,13 +157,14 @@ def initial_model(config: ConfigDict, num_classes: int) -> tuple[nnx.Module, str
     raise UserError(f"{_data_description(config, num_classes)}: a classifier needs at least "
                     "2; choose a data set (or config.classes) with more")
   rngs = nnx.Rngs(config.seed)
+  execution = _execution_options(config)
   if config.init_from is None:
     if config.model.name and models.info(config.model.name).family.converted:
       raise UserError(f"{config.model.name} is made by converting a trained network, not "
                        "trained from a random initialisation: convert one (python -m "
                        "bcos_jax.convert --bcosify --torch_checkpoint FILE.pth --out DIR) and "
                        "set config.init_from=DIR")
-    model = models.create(config.model.name, rngs=rngs, **config.model.overrides)
+    model = models.create(config.model.name, rngs=rngs, **config.model.overrides, **execution)
     if _num_classes(model) != num_classes:
       raise UserError(f"config.model makes a {_describe(model.config)} with "
                       f"{_num_classes(model)} classes, and {_data_description(config, num_classes)}"
@@ -161,7 +180,8 @@ def initial_model(config: ConfigDict, num_classes: int) -> tuple[nnx.Module, str
   given = {} if config.model.name else dict(source.kwargs)
   new_head = config.finetune.new_head
   head = _new_head_options(source.name, given, num_classes) if new_head else {}
-  model = models.create(source.name, rngs=rngs, **{**given, **head, **config.model.overrides})
+  model = models.create(source.name, rngs=rngs,
+                        **{**given, **head, **config.model.overrides, **execution})
   heads = train_state.head_attributes(model) if new_head else ()
   kept = nnx.Not(lambda path, _: path[0] in heads)  # the variables taken from init_from
   mismatches = _mismatches(loaded, model, kept)

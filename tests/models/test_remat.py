@@ -141,3 +141,17 @@ def test_remat_lowers_the_memory_of_a_densenets_gradient():
   assert result.returncode == 0, result.stderr[-2000:]
   temps = json.loads(result.stdout.strip().splitlines()[-1])
   assert temps["True"] < 0.7 * temps["False"], temps
+
+
+def test_a_training_config_turns_it_on_with_config_remat():
+  from bcos_jax.errors import UserError  # noqa: PLC0415
+  from bcos_jax.train import config_schema, init_from  # noqa: PLC0415
+
+  config = config_schema.complete(config_schema.defaults())
+  config.model.name, config.remat = "resnet18", True
+  config.model.overrides.update(stem_width=8, layers=(1, 1), num_classes=10)
+  model, _ = init_from.initial_model(config, num_classes=10)
+  assert dict(model.config.kwargs)["remat"] is True
+  config.model.name, config.model.overrides = "v1_cifar9l_b2", {"widths": (4,) * 8}
+  with pytest.raises(UserError, match="config.remat=True: v1_cifar9l_b2 has no blocks"):
+    init_from.initial_model(config, num_classes=10)
