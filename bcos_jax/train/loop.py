@@ -262,7 +262,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str | pathlib.Path) -> dict[
   else:
     say(f"resumed from the checkpoint of step {int(state.step)} in {workdir / 'checkpoints'}"
         + ("; config.init_from is not used: a restarted run continues" if origin else ""))
-  del build_args  # a loaded model's variables: in the state now
+  del build_args, create_state  # they hold a loaded model's variables, in the state now
   # The data position is the step: global batch s is the same on any topology.
   train_iterator = iter(data.train_dataset(
       train_source, host_transform, seed=config.seed, global_batch_size=config.batch_size,

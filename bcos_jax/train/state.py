@@ -80,8 +80,8 @@ def create_sharded(build_model: Callable[..., nnx.Module], optimizer: optax.Grad
     optimizer: the run's optimiser (its state is created too).
     mesh: the device mesh.
     ema: whether the state keeps a parameter average.
-    args: arrays `build_model` takes (e.g. the variables of a loaded model, which then
-      enter the jit whole and leave it sharded).
+    args: arrays `build_model` takes (e.g. the variables of a loaded model), placed by
+      the same rule (`sharding.place_state`) before they enter the jit.
 
   Returns:
     (abstract state: `jax.ShapeDtypeStruct`s with their shardings, create()).
@@ -92,6 +92,8 @@ def create_sharded(build_model: Callable[..., nnx.Module], optimizer: optax.Grad
 
   abstract = sharding.abstract_state(jax.eval_shape(make, *args), mesh)
   shardings = jax.tree.map(lambda leaf: leaf.sharding, abstract)
+  # Loaded variables may sit on one device: each device takes its shards of them first.
+  args = sharding.place_state(args, mesh)
   return abstract, lambda: jax.jit(make, out_shardings=shardings)(*args)
 
 

@@ -233,7 +233,7 @@ def test_command_on_a_trained_run(tmp_path):
   config = module.get_config()
   config.data_dir = str(tmp_path / "tfds")
   config.num_steps, config.batch_size = 80, 32
-  config.optimizer.schedule, config.optimizer.learning_rate = "constant", 3e-3
+  config.optimizer.schedule, config.optimizer.learning_rate = "constant", 1e-3
   config.optimizer.warmup_epochs = 0
   config.eval_every = config.checkpoint_every = 80
   config.num_explanations, config.progress_bar = 0, False
