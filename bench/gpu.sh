@@ -67,10 +67,10 @@ fi
 
 echo "== memory: DenseNet-121's train step with and without rematerialisation"
 # Per-device bytes of the compiled step (bench/memory.py); --tiny: a small ResNet-18.
-MEMORY_MODEL=densenet121:224
-[[ "$TINY" == "--tiny" ]] && MEMORY_MODEL=resnet18:32
+MEMORY_MODEL=densenet121:224 REMATS=false,true
+[[ "$TINY" == "--tiny" ]] && MEMORY_MODEL=resnet18:32 REMATS=true  # one compile: the wiring
 "$PYTHON" bench/memory.py --models "${MEMORY_MODEL%%:*}" --image_size "${MEMORY_MODEL##*:}" \
-  --batch_size "$BATCH" --devices 1 --remat false,true --json "$OUT/memory.json"
+  --batch_size "$BATCH" --devices 1 --remat "$REMATS" --json "$OUT/memory.json"
 
 echo "== input pipeline (host images/s per worker against the accelerator's step)"
 # The first model's bfloat16 training rate: what one accelerator consumes.

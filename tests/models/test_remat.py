@@ -65,7 +65,8 @@ def _training_loss(model, x6):
   return jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(params)
 
 
-@pytest.mark.parametrize("name", sorted(SMALL))
+# ConvNeXt's blocks are recomputed by the same call as ResNet's (stochastic depth too).
+@pytest.mark.parametrize("name", ["densenet121", "resnet18", "vitc_ti_patch1_14"])
 def test_remat_trains_as_without_it(name):
   plain, remat = _pair(name)
   (loss, stats), grads = _training_loss(plain, _images())
