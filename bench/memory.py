@@ -198,8 +198,7 @@ def measure(setting: Setting, *, devices: int, batch_size: int, image_size: int,
   optimizer = optax.adam(1e-3)
   graphdef, state = abstract_state(setting.model, setting.remat, optimizer)
   shardings = sharding.state_sharding(state, mesh)
-  abstract = jax.tree.map(lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
-                          state, shardings)
+  abstract = sharding.abstract_state(state, mesh)
   batch_sharding = sharding.batch_sharding(mesh)
   batch = {"image": jax.ShapeDtypeStruct((batch_size, image_size, image_size, 3), jnp.uint8,
                                          sharding=batch_sharding),

@@ -8,7 +8,6 @@ SIGTERM stops every process at the same step, and a killed process stops the
 run with a message that names it.
 """
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -22,6 +21,7 @@ import chex
 import jax
 import numpy as np
 import pytest
+import tiny_digits
 from flax import nnx
 
 from bcos_jax import models
@@ -54,18 +54,9 @@ def _launcher(workdir, data_dir, processes=2, **changes) -> list[str]:
           f"--workdir={workdir}", *[f"--config.{k}={v}" for k, v in settings.items()]]
 
 
-def _train_here(workdir, data_dir, **changes):
+def _train_here(workdir, data_dir):
   """The same run in this process, on its 8 devices."""
-  spec = importlib.util.spec_from_file_location("digits_config", ROOT / "configs" / "digits.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
-  config.data_dir = data_dir
-  config.model.overrides.widths = (4, 4, 8, 8, 8, 8, 8, 8)
-  config.update({"batch_size": 16, "num_steps": STEPS, "log_every": 2, "eval_every": 4,
-                 "checkpoint_every": 4, "num_explanations": 2, "progress_bar": False,
-                 **changes})
-  loop.train_and_evaluate(config, workdir)
+  loop.train_and_evaluate(tiny_digits.config(data_dir, progress_bar=False), workdir)
 
 
 def _metrics(workdir) -> list[dict]:

@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+import tiny_digits
 
 from bcos_jax.train import loop
 from bcos_jax.train.metric_writer import read
@@ -19,23 +20,7 @@ TINY = ["--config.model.overrides.widths=(4, 4, 8, 8, 8, 8, 8, 8)", "--config.ba
         "--config.log_every=2", "--config.num_explanations=2"]
 
 
-def _config(data_dir, **changes):
-  import importlib.util
-
-  spec = importlib.util.spec_from_file_location("digits", ROOT / "configs" / "digits.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
-  config.data_dir = data_dir
-  config.model.overrides.widths = (4, 4, 8, 8, 8, 8, 8, 8)
-  config.batch_size = 16
-  config.num_steps = 8
-  config.log_every = 2
-  config.eval_every = 4
-  config.checkpoint_every = 4
-  config.num_explanations = 2
-  config.update(changes)
-  return config
+_config = tiny_digits.config
 
 
 @pytest.fixture(scope="module")
