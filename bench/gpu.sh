@@ -78,5 +78,6 @@ FIRST=${MODELS%% *}
 RATE=$("$PYTHON" -c "import json,sys; print(json.load(open(sys.argv[1]))['images_per_s'])" \
   "$OUT/throughput_${FIRST%%:*}_bfloat16.json")
 "$PYTHON" bench/input_pipeline.py --workers "$WORKERS" --seconds "$SECONDS_PER" \
-  --accelerator_images_per_s "$RATE" --json "$OUT/input_pipeline.json"
+  --recipes imagenet_v1,imagenet_v1_device --accelerator_images_per_s "$RATE" \
+  --json "$OUT/input_pipeline.json"
 echo "wrote $OUT"

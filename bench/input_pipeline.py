@@ -28,20 +28,24 @@ from PIL import Image
 
 from bcos_jax import cli, data
 
-_JSON = flags.DEFINE_string("json", "bench/results/input_pipeline.json",
-                            "The JSON file to write.")
-_WORKERS = flags.DEFINE_integer("workers", 2, "worker processes to test")
-_SECONDS = flags.DEFINE_float("seconds", 10.0, "per measurement")
-_BATCH = flags.DEFINE_integer("batch", 32, "Batch size of the grain pipeline.")
-_ACCELERATOR_IMAGES_PER_S = flags.DEFINE_float(
-    "accelerator_images_per_s", 4434.0, "training throughput to feed (default: B-cos ResNet-50, "
-    "bf16, batch 256 on one H100, bench/throughput.py)")
-
 # (row name, recipe, photometric ops on the device, what it is)
 RECIPES = (("imagenet_v1", "imagenet_v1", False, "(a) ImageNet v1 train"),
            ("imagenet_v1_device", "imagenet_v1", True, "(a') v1, photometric on device"),
            ("cifar10", "cifar10", False, "(b) CIFAR train"),
            ("bcos_final", "bcos_final", False, "(c) ImageNet v2 train"))
+# The rows said against the accelerator's rate: the v1 recipe, whole and split.
+_FEEDS = ("imagenet_v1", "imagenet_v1_device")
+
+_JSON = flags.DEFINE_string("json", "bench/results/input_pipeline.json",
+                            "The JSON file to write.")
+_WORKERS = flags.DEFINE_integer("workers", 2, "worker processes to test")
+_SECONDS = flags.DEFINE_float("seconds", 10.0, "per measurement")
+_BATCH = flags.DEFINE_integer("batch", 32, "Batch size of the grain pipeline.")
+_RECIPES = flags.DEFINE_list("recipes", [r[0] for r in RECIPES],
+                             "Rows to measure (bench/gpu.sh: the v1 recipe's two).")
+_ACCELERATOR_IMAGES_PER_S = flags.DEFINE_float(
+    "accelerator_images_per_s", 4434.0, "training throughput to feed (default: B-cos ResNet-50, "
+    "bf16, batch 256 on one H100, bench/throughput.py)")
 
 
 def make_records(kind: str, count: int) -> list[dict]:
@@ -92,8 +96,14 @@ def main(argv):
   workers, seconds, batch = _WORKERS.value, _SECONDS.value, _BATCH.value
   accelerator_images_per_s = _ACCELERATOR_IMAGES_PER_S.value
 
+  unknown = sorted(set(_RECIPES.value) - {r[0] for r in RECIPES})
+  if unknown:
+    raise app.UsageError(f"--recipes: unknown {', '.join(unknown)}; known: "
+                         f"{', '.join(r[0] for r in RECIPES)}")
   rows = []
   for name, recipe, on_device, label in RECIPES:
+    if name not in _RECIPES.value:
+      continue
     transform, _ = data.train_transforms(recipe, on_device)
     records = make_records(recipe, 64)
     row = {"recipe": name, "what": label,
@@ -112,7 +122,7 @@ def main(argv):
           f"{r['pipeline_0_workers']:>10.0f}{r[f'pipeline_{workers}_workers']:>10.0f}"
           f"{r['pipeline_per_worker']:>8.0f}")
   needed = {}
-  for row in rows[:2]:  # the v1 recipe, whole and split
+  for row in (r for r in rows if r["recipe"] in _FEEDS):
     per_worker = row["transform_per_worker"]
     needed[row["recipe"]] = math.ceil(accelerator_images_per_s / per_worker)
     delivered = row[f"pipeline_{workers}_workers"]

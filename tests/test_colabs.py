@@ -56,6 +56,9 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
   monkeypatch.setenv("BCOS_JAX_SMOKE", "1")
   monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
   monkeypatch.setenv("MPLBACKEND", "agg")
+  # One CPU device, as on a Colab CPU runtime: the notebooks' own runs, not the
+  # sharding tests' eight (which cost a notebook up to a third more).
+  monkeypatch.setenv("XLA_FLAGS", "")
   notebook = nbformat.read(path, as_version=4)
   NotebookClient(notebook, timeout=600, kernel_name="python3",
                  resources={"metadata": {"path": str(tmp_path)}}).execute()

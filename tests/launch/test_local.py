@@ -43,10 +43,6 @@ def data_dir(tmp_path_factory):
   return path
 
 
-# The processes draw the initial parameters as this one does (tests/conftest.py).
-ENV = {**os.environ, "JAX_THREEFRY_PARTITIONABLE": "0"}
-
-
 def _launcher(workdir, data_dir, processes=2, **changes) -> list[str]:
   settings = {**SETTINGS, "data_dir": data_dir, **changes}
   return [sys.executable, "launch/local.py", f"--processes={processes}",
@@ -56,7 +52,8 @@ def _launcher(workdir, data_dir, processes=2, **changes) -> list[str]:
 
 def _train_here(workdir, data_dir):
   """The same run in this process, on its 8 devices."""
-  loop.train_and_evaluate(tiny_digits.config(data_dir, progress_bar=False), workdir)
+  loop.train_and_evaluate(tiny_digits.config(data_dir, num_devices=8, progress_bar=False),
+                          workdir)
 
 
 def _metrics(workdir) -> list[dict]:
@@ -100,7 +97,7 @@ def one_process(tmp_path_factory, data_dir):
 def test_two_processes_with_fsdp_stop_together_on_sigterm_and_continue_in_one(
     one_process, data_dir, tmp_path):
   two = tmp_path / "two_processes_fsdp4"
-  process = subprocess.Popen(_launcher(two, data_dir, fsdp="4"), cwd=ROOT, env=ENV,
+  process = subprocess.Popen(_launcher(two, data_dir, fsdp="4"), cwd=ROOT, env=os.environ,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   output = []
   for line in process.stdout:
@@ -136,7 +133,7 @@ def test_one_process_checkpoint_continues_in_two_and_a_killed_process_stops_the_
   workdir = tmp_path / "resumed_in_two"
   _rewind(one_process, workdir, 4)
   command = _launcher(workdir, data_dir)
-  process = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+  process = subprocess.Popen(command, cwd=ROOT, env=os.environ, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
   output = []
   for line in process.stdout:
@@ -151,7 +148,7 @@ def test_one_process_checkpoint_continues_in_two_and_a_killed_process_stops_the_
   assert "launch/local.py: process 1 failed (exit status -9); stopping the other 1" in text
 
   # The same command again resumes from the newest checkpoint and ends as one process did.
-  result = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True,
+  result = subprocess.run(command, cwd=ROOT, env=os.environ, capture_output=True, text=True,
                           timeout=600)
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
   assert "[0] resumed from the checkpoint of step 4" in result.stdout
