@@ -90,6 +90,58 @@ def pipeline_rate(transform, records, workers: int, batch: int, seconds: float) 
   return count / elapsed
 
 
+def v1_stage_ms(records, seconds: float) -> dict[str, float]:
+  """Host milliseconds per image of each part of the v1 recipe (`imagenet_v1`).
+
+  Each part is the difference between two timed prefixes of the recipe on the same
+  draws: decode; the RandomResizedCrop (rendered with no ops); RandAugment's
+  geometric ops and cutout; its colour ops (those that would move to the device);
+  the flip, ColorJitter and PCA lighting.
+  """
+  from bcos_jax.data import augment, decode, randaugment_v1
+
+  rng = np.random.default_rng(0)
+  draws = []
+  for record in records:
+    full_size = decode.image_size(record["image"])
+    box = augment.random_resized_crop_box(*full_size, rng)
+    ops = randaugment_v1.draw_ops(rng, full_size, num_ops=2, magnitude=9)
+    draws.append((record["image"], full_size, box, ops, augment.draw_color_jitter(rng),
+                  augment.draw_lighting(rng)))
+  colour = {op[0] for op in randaugment_v1.V1_OPS} - randaugment_v1.GEOMETRIC - {"cutout"}
+
+  def decoded(draw):
+    image, full_size, box, *_ = draw
+    return decode.decode_rgb(image, decode.reduction_for_box(box[2:], (224, 224)))
+
+  def rendered(draw, keep):
+    _, full_size, box, ops, *_ = draw
+    kept = tuple(op for op in ops if keep(op.name))
+    return randaugment_v1.render_crop(decoded(draw), full_size, kept, box, 224)
+
+  def whole(draw):
+    *_, jitter, shift = draw
+    image = augment.horizontal_flip(rendered(draw, lambda name: True), rng)
+    return augment.apply_lighting(augment.apply_color_jitter(image, jitter), shift)
+
+  prefixes = {"decode": decoded,
+              "crop": lambda d: rendered(d, lambda name: False),
+              "geometric_ops": lambda d: rendered(d, lambda name: name not in colour),
+              "colour_ops": lambda d: rendered(d, lambda name: True),
+              "flip_jitter_lighting": whole}
+  cumulative = {}
+  for name, prefix in prefixes.items():
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+      prefix(draws[count % len(draws)])
+      count += 1
+    cumulative[name] = 1e3 * (time.perf_counter() - start) / count
+  previous, parts = 0.0, {}
+  for name, total in cumulative.items():
+    parts[name], previous = total - previous, total
+  return {**parts, "total": previous}
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -130,7 +182,14 @@ def main(argv):
           f"{needed[row['recipe']]} workers would feed {accelerator_images_per_s:.0f} images/s "
           f"if they scaled linearly; {workers} measured here deliver {delivered:.0f} "
           f"({delivered / accelerator_images_per_s:.0%})")
+  stages = {}
+  if "imagenet_v1" in _RECIPES.value:
+    stages = v1_stage_ms(make_records("imagenet_v1", 64), seconds)
+    print("imagenet_v1 host ms per image: " + ", ".join(
+        f"{name} {ms:.2f}" for name, ms in stages.items()) +
+        f" (RandAugment's colour ops: {stages['colour_ops'] / stages['total']:.0%})")
   result = {"machine": platform.machine(), "rows": rows, "workers_tested": workers,
+            "v1_stage_ms": stages,
             "accelerator_images_per_s": accelerator_images_per_s,
             "workers_needed": needed, "target_per_worker": 300}
   out = pathlib.Path(_JSON.value)

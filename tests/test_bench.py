@@ -58,6 +58,9 @@ def test_gpu_script_runs_tiny_and_its_throughput_has_the_mfu(tmp_path):
   pipeline = json.loads((tmp_path / "input_pipeline.json").read_text())
   assert [row["recipe"] for row in pipeline["rows"]] == ["imagenet_v1", "imagenet_v1_device"]
   assert set(pipeline["workers_needed"]) == {"imagenet_v1", "imagenet_v1_device"}
+  assert list(pipeline["v1_stage_ms"]) == ["decode", "crop", "geometric_ops", "colour_ops",
+                                           "flip_jitter_lighting", "total"]
+  assert pipeline["v1_stage_ms"]["total"] > 0
   assert pipeline["accelerator_images_per_s"] > 0
   if importlib.util.find_spec("bcos") is None:
     assert "vs official: skipped" in result.stdout
@@ -96,9 +99,9 @@ def test_vs_official_benchmark_times_ours_and_names_the_official_install(tmp_pat
     assert missing.returncode == 2 and "pip install bcos torch torchvision" in missing.stderr
 
 
-def _vs_official_without_torch(*args: str) -> subprocess.CompletedProcess:
-  """bench/vs_official.py with `import torch` failing, as where torch is not installed."""
-  script = ROOT / "bench" / "vs_official.py"
+def _without_torch(script: str, *args: str) -> subprocess.CompletedProcess:
+  """bench/`script` with `import torch` failing, as where torch is not installed."""
+  script = ROOT / "bench" / script
   code = ("import runpy, sys; sys.modules['torch'] = None; "  # `import torch` raises ImportError
           f"sys.path.insert(0, {str(script.parent)!r}); "
           f"sys.argv = [{str(script)!r}, *sys.argv[1:]]; "
@@ -110,13 +113,30 @@ def _vs_official_without_torch(*args: str) -> subprocess.CompletedProcess:
 def test_vs_official_v1_model_without_v1_repo_names_the_flag_and_the_clone(tmp_path):
   # The check comes before torch is imported: with torch unimportable, the error is still
   # about --v1_repo, not about installing torch.
-  result = _vs_official_without_torch("--models", "v1_cifar9l_b2:32:2", "--json",
+  result = _without_torch("vs_official.py", "--models", "v1_cifar9l_b2:32:2", "--json",
                                       str(tmp_path / "out.json"))
   assert result.returncode == 2, result.stderr[-2000:]
   message = result.stderr.strip().splitlines()[-1]
   assert "v1_cifar9l_b2" in message and "--v1_repo" in message
   assert "git clone https://github.com/moboehle/B-cos" in message
-  not_a_checkout = _vs_official_without_torch("--models", "v1_cifar9l_b2:32:2", "--v1_repo",
+  not_a_checkout = _without_torch("vs_official.py", "--models", "v1_cifar9l_b2:32:2", "--v1_repo",
                                               str(tmp_path), "--json", str(tmp_path / "out.json"))
   assert not_a_checkout.returncode == 2
   assert "experiments/CIFAR10/bcos/model.py" in not_a_checkout.stderr
+
+
+def test_conv_floor_times_each_linear_op_and_names_the_torch_install(tmp_path):
+  out = tmp_path / "conv_floor.json"
+  result = _without_torch("conv_floor.py", "--models", "v1_cifar9l_b2:16:2", "--count", "1",
+                          "--ours_only", "--json", str(out))
+  assert result.returncode == 0, result.stderr[-2000:]
+  run = json.loads(out.read_text())["results"][0]
+  # The 9 B-cos layers of the v1 CIFAR net (the last, 1×1, as a matrix product), each with
+  # its input and weight gradient (the first layer's input gradient is the explanation's W(x)).
+  assert run["ops"] == sum(row["uses"] for row in run["rows"]) == 9
+  assert sorted(row["op"].split()[0] for row in run["rows"]) == ["conv"] * 6 + ["dot"]
+  assert all(min(row["xla_ms"].values()) > 0 for row in run["rows"])
+  assert run["totals_ms"]["xla"]["dgrad"] > 0
+  missing = _without_torch("conv_floor.py", "--models", "v1_cifar9l_b2:16:2", "--json",
+                           str(out))
+  assert missing.returncode == 2 and "pip install torch" in missing.stderr

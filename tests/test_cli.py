@@ -206,5 +206,6 @@ def _digits_config(data_dir, **changes):
   config.data_dir = data_dir
   config.model.overrides.widths = (4, 4, 8, 8, 8, 8, 8, 8)
   config.batch_size, config.num_explanations, config.progress_bar = 16, 0, False
+  config.num_devices = 2  # sharded, and a fifth faster than 8 on 2 cores
   config.update(changes)
   return config
