@@ -236,8 +236,7 @@ def torch_ms(op: LinearOp, count: int, torch) -> dict[str, float]:
   return result
 
 
-def measure(spec: str, count: int, torch) -> dict:
-  name, size, batch = _parse(spec)
+def measure(name: str, size: int, batch: int, count: int, torch) -> dict:
   model = models.create(name, rngs=nnx.Rngs(0))
   images, _ = timing.random_batch(batch, size, 1)
   found = linear_ops(model, jax.jit(models.input_transform(model))(images))
@@ -292,9 +291,9 @@ def table(results: list[dict]) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  specs = [_parse(spec) and spec for spec in _MODELS.value]
+  specs = [_parse(spec) for spec in _MODELS.value]  # every entry checked before any work
   torch = _torch_or_none(_OURS_ONLY.value)
-  results = [measure(spec, _COUNT.value, torch) for spec in specs]
+  results = [measure(*spec, _COUNT.value, torch) for spec in specs]
   print(table(results))
   out = pathlib.Path(_JSON.value)
   out.parent.mkdir(parents=True, exist_ok=True)

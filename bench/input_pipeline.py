@@ -100,6 +100,7 @@ def v1_stage_ms(records, seconds: float) -> dict[str, float]:
   """
   from bcos_jax.data import augment, decode, randaugment_v1
 
+  size = 224  # the recipe's crop
   rng = np.random.default_rng(0)
   draws = []
   for record in records:
@@ -112,12 +113,12 @@ def v1_stage_ms(records, seconds: float) -> dict[str, float]:
 
   def decoded(draw):
     image, full_size, box, *_ = draw
-    return decode.decode_rgb(image, decode.reduction_for_box(box[2:], (224, 224)))
+    return decode.decode_rgb(image, decode.reduction_for_box(box[2:], (size, size)))
 
   def rendered(draw, keep):
     _, full_size, box, ops, *_ = draw
     kept = tuple(op for op in ops if keep(op.name))
-    return randaugment_v1.render_crop(decoded(draw), full_size, kept, box, 224)
+    return randaugment_v1.render_crop(decoded(draw), full_size, kept, box, size)
 
   def whole(draw):
     *_, jitter, shift = draw
