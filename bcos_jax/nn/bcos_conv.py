@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from bcos_jax.nn import convolution
+
 # Added inside the square root of the patch norm (the official value): keeps
 # the norm of an all-zero patch from producing NaN gradients.
 PATCH_NORM_EPS = 1e-6
@@ -157,34 +159,14 @@ class BcosConv(nnx.Module):
     return explicit_padding(self.padding, x.shape[1:3], self.kernel_size, self.strides,
                             self.dilation)
 
-  def _pointwise(self, x: jax.Array) -> bool:
-    """A 1×1 convolution of one feature group without padding: each output sees one pixel."""
-    return (self.kernel_size == (1, 1) and self.feature_group_count == 1
-            and all(p == (0, 0) for p in self._pads(x)))
-
-  def _strided(self, x: jax.Array) -> jax.Array:
-    """The pixels a pointwise convolution's outputs see (its window strides)."""
-    sh, sw = self.strides
-    return x if (sh, sw) == (1, 1) else x[:, ::sh, ::sw, :]
-
   def linear(self, x: jax.Array) -> jax.Array:
     """ŵ·x for every linear unit (before MaxOut): (N, H', W', out·max_out)."""
     kernel = self.kernel[...]
     if self.unit_norm_kernel:
       kernel = unit_norm(kernel, axes=(0, 1, 2))
-    if self._pointwise(x):
-      # A 1×1 ungrouped convolution is a matrix product of the (strided) pixels.
-      # As one (pixels, in) matmul it is ~2× faster on XLA:CPU than the
-      # convolution (forward; its weight gradient 2-5×, ../shared/perf), and the
-      # 2-D form's weight gradient beats a 4-D einsum's 1.2-3× (one contracted axis).
-      pixels = self._strided(x)
-      out = (pixels.reshape(-1, pixels.shape[-1]) @ kernel[0, 0].astype(x.dtype)).reshape(
-          *pixels.shape[:-1], kernel.shape[-1])
-    else:
-      out = jax.lax.conv_general_dilated(
-          x, kernel.astype(x.dtype), window_strides=self.strides, padding=self._pads(x),
-          rhs_dilation=self.dilation, dimension_numbers=("NHWC", "HWIO", "NHWC"),
-          feature_group_count=self.feature_group_count)
+    out = convolution.convolve(x, kernel.astype(x.dtype), strides=self.strides,
+                               pads=self._pads(x), dilation=self.dilation,
+                               feature_group_count=self.feature_group_count)
     return out if self.bias is None else out + self.bias[...].astype(x.dtype)
 
   def patch_norm(self, x: jax.Array) -> jax.Array:
@@ -194,13 +176,14 @@ class BcosConv(nnx.Module):
     dilation (zero padding adds nothing, as in the convolution), and over the
     input channels of the output's feature group.
     """
-    if self._pointwise(x):  # the patch is one pixel: a channel sum, no window
-      strided = self._strided(x)
+    pads = self._pads(x)
+    if convolution.is_pointwise(self.kernel_size, self.feature_group_count, pads):
+      # The patch is one pixel: a channel sum, no window.
+      strided = convolution.strided_pixels(x, self.strides)
       return jnp.sqrt(jnp.sum(strided * strided, axis=-1, keepdims=True) + PATCH_NORM_EPS)
     n, h, w, c = x.shape
     groups = self.feature_group_count
     squares = jnp.sum((x * x).reshape(n, h, w, groups, c // groups), axis=-1)
-    pads = self._pads(x)
     sums = jax.lax.reduce_window(
         squares, 0.0, jax.lax.add, window_dimensions=(1, *self.kernel_size, 1),
         window_strides=(1, *self.strides, 1), padding=((0, 0), *pads, (0, 0)),

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from bcos_jax.errors import UserError
-from bcos_jax.nn import backward_rules
+from bcos_jax.nn import backward_rules, convolution
 from bcos_jax.nn.bcos_conv import Padding, explicit_padding, pair
 
 # The ReLU of the official modules: attribution methods may trace it with a modified
@@ -49,10 +49,8 @@ class StandardConv(nnx.Module):
   def __call__(self, x: jax.Array, *, explain: bool = False) -> jax.Array:
     del explain  # nothing is dynamic
     pads = explicit_padding(self.padding, x.shape[1:3], self.kernel_size, self.strides, (1, 1))
-    y = jax.lax.conv_general_dilated(
-        x, self.kernel[...].astype(x.dtype), window_strides=self.strides, padding=pads,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        feature_group_count=self.feature_group_count)
+    y = convolution.convolve(x, self.kernel[...].astype(x.dtype), strides=self.strides,
+                             pads=pads, feature_group_count=self.feature_group_count)
     return y if self.bias is None else y + self.bias[...].astype(x.dtype)
 
 

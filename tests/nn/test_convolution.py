@@ -1,0 +1,69 @@
+"""Every path of `convolve` is XLA's convolution: values and both gradients."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bcos_jax.nn import convolution
+
+# (input H, W, C), (kh, kw), strides, pads, dilation, groups, O, the path it takes
+CASES = [
+    ((9, 9, 4), (1, 1), (1, 1), ((0, 0), (0, 0)), (1, 1), 1, 5, "pointwise"),
+    ((9, 9, 4), (1, 1), (2, 2), ((0, 0), (0, 0)), (1, 1), 1, 5, "pointwise"),
+    ((2, 2, 8), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, 6, "im2col"),
+    ((4, 4, 8), (3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1), 1, 6, "im2col"),
+    ((5, 3, 8), (1, 7), (1, 1), ((0, 0), (3, 3)), (1, 1), 1, 6, "im2col"),
+    ((6, 7, 3), (3, 3), (1, 2), ((2, 0), (1, 2)), (2, 1), 1, 4, "im2col"),
+    ((7, 7, 4), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, 5, "conv"),
+    ((2, 2, 8), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 4, 8, "conv"),  # grouped
+    ((9, 9, 4), (1, 1), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, 5, "conv"),  # padded 1×1
+]
+
+
+def _path(shape, kernel_size, strides, pads, dilation, groups) -> str:
+  """Which path `convolve` takes, read from the operations it traces."""
+  x = jnp.zeros((1, *shape))
+  kernel = jnp.zeros((*kernel_size, shape[-1] // groups, groups))
+  jaxpr = jax.make_jaxpr(lambda x, k: convolution.convolve(
+      x, k, strides=strides, pads=pads, dilation=dilation, feature_group_count=groups))(x, kernel)
+  primitives = {eqn.primitive.name for eqn in jaxpr.jaxpr.eqns}
+  if "conv_general_dilated" in primitives:
+    return "conv"
+  return "im2col" if "concatenate" in primitives else "pointwise"
+
+
+@pytest.mark.parametrize("shape, kernel_size, strides, pads, dilation, groups, out, path", CASES)
+def test_every_path_is_the_convolution(shape, kernel_size, strides, pads, dilation, groups, out,
+                                       path):
+  assert _path(shape, kernel_size, strides, pads, dilation, groups) == path
+  keys = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(keys[0], (2, *shape))
+  kernel = jax.random.normal(keys[1], (*kernel_size, shape[-1] // groups, out))
+
+  def ours(x, kernel):
+    return convolution.convolve(x, kernel, strides=strides, pads=pads, dilation=dilation,
+                                feature_group_count=groups)
+
+  def xla(x, kernel):
+    return jax.lax.conv_general_dilated(
+        x, kernel, strides, pads, rhs_dilation=dilation,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+
+  expected, xla_vjp = jax.vjp(xla, x, kernel)
+  result, our_vjp = jax.vjp(ours, x, kernel)
+  chex.assert_shape(result, expected.shape)
+  chex.assert_trees_all_close(result, expected, atol=1e-5, rtol=1e-5)
+  upstream = jax.random.normal(keys[2], expected.shape)
+  chex.assert_trees_all_close(our_vjp(upstream), xla_vjp(upstream), atol=1e-4, rtol=1e-5)
+
+
+def test_output_size_is_the_convolutions():
+  for size, kernel, stride, pad, dilation in [(7, 3, 2, (1, 1), 1), (5, 3, 1, (2, 0), 2),
+                                              (224, 7, 2, (3, 3), 1), (2, 3, 1, (1, 1), 1)]:
+    x = np.zeros((1, size, 1, 1), np.float32)
+    k = np.zeros((kernel, 1, 1, 1), np.float32)
+    y = jax.lax.conv_general_dilated(x, k, (stride, 1), (pad, (0, 0)), rhs_dilation=(dilation, 1),
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    assert convolution.output_size(size, kernel, stride, pad, dilation) == y.shape[1]
