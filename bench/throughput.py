@@ -44,7 +44,7 @@ def measure(name: str, batch_size: int, image_size: int, count: int,
             "explain_ms": median_ms(timed["explain"], count),
             "train_step_ms": median_ms(timed["train_step"], count)}
   result["images_per_s"] = batch_size / result["train_step_ms"] * 1e3
-  result["train_step_flops"] = timed["flops"]()["train_step"]
+  result["train_step_flops"] = timed["flops"]("train_step")
   result["mfu"] = (result["train_step_flops"] / (result["train_step_ms"] / 1e3)
                    / (peak_tflops * 1e12) if peak_tflops and result["train_step_flops"] else None)
   stats = jax.devices()[0].memory_stats() or {}

@@ -45,7 +45,8 @@ def bcos_jax_functions(model: nnx.Module, images_uint8: jax.Array, labels: jax.A
       its W(x), contribution map and colour explanation (`explain.explain` on a batch
       of one, then `explain.to_rgba`);
     "train_step": one training step (forward, BCE, backward, Adam update) on one device;
-    "flops": a function returning XLA's FLOP count of forward, explain and train_step.
+    "flops": a function of "forward", "explain" or "train_step" returning XLA's
+      FLOP count of that computation (compiled when asked: only what is reported).
   """
   # Evaluation gets its own copy of the variables: the train step donates (deletes)
   # the buffers of its state, which `nnx.split` would otherwise share with it.
@@ -81,10 +82,11 @@ def bcos_jax_functions(model: nnx.Module, images_uint8: jax.Array, labels: jax.A
            "explain_one": _finished(explain_one),
            "train_step": _finished(train)}
   # XLA's count of each compiled computation's floating-point operations (for MFU).
-  timed["flops"] = lambda: {
-      "forward": compiled_flops(forward, eval_state, images_uint8),
-      "explain": compiled_flops(explained, eval_state, images_uint8),
-      "train_step": compiled_flops(train_step, holder["state"], batch)}
+  # (The train state is read when asked: each step donates the one before.)
+  computations = {"forward": lambda: (forward, eval_state, images_uint8),
+                  "explain": lambda: (explained, eval_state, images_uint8),
+                  "train_step": lambda: (train_step, holder["state"], batch)}
+  timed["flops"] = lambda name: compiled_flops(*computations[name]())
   return timed
 
 
