@@ -1,12 +1,17 @@
 """How a 2-D convolution (NHWC input, HWIO kernel) is computed: by the path fastest for its shape.
 
-The three paths give the same values (up to the order of float summation):
+The four paths give the same values (up to the order of float summation):
 
 - pointwise (a 1×1 kernel, one feature group, no padding): each output sees one
   pixel, so the convolution is one (pixels, in) × (in, out) matrix product of the
   strided pixels. On XLA:CPU it is ~2× faster than the convolution (forward; its
   weight gradient 2-5×, ../shared/perf), and the 2-D form's weight gradient beats
   a 4-D einsum's 1.2-3× (one contracted axis).
+- patchify (the kernel as large as the strides, one feature group, no padding nor
+  dilation: ConvNeXt's stem and downsampling layers): the windows tile the image,
+  so the convolution is a reshape and one matrix product. On XLA:CPU, for the
+  ConvNeXt layers at batch 8, 224², forward 31 -> 24 ms summed, input gradient
+  27 -> 18, weight gradient 67 -> 31.
 - small output (an output side shorter than the kernel's extent on that axis, one
   feature group): im2col, then one matrix product. XLA:CPU's convolution falls off
   a cliff there: a 3×3 convolution with a 2×2 output, 512 -> 512 channels at batch
@@ -57,6 +62,17 @@ def _patches(x: jax.Array, kernel_size: Sequence[int], strides: Sequence[int], p
   return jnp.concatenate(taps, axis=-1)
 
 
+def _tiles(x: jax.Array, strides: Sequence[int]) -> jax.Array:
+  """The non-overlapping (sh, sw) windows as pixels: (N, H // sh, W // sw, sh·sw·C), in the
+  HWIO kernel's (h, w, c) order (rows and columns past the last whole window are dropped,
+  as the convolution drops them)."""
+  n, h, w, c = x.shape
+  sh, sw = strides
+  ho, wo = h // sh, w // sw
+  tiles = x[:, :ho * sh, :wo * sw].reshape(n, ho, sh, wo, sw, c).transpose(0, 1, 3, 2, 4, 5)
+  return tiles.reshape(n, ho, wo, sh * sw * c)
+
+
 def _matmul(pixels: jax.Array, matrix: jax.Array) -> jax.Array:
   """(N, H, W, K) @ (K, O) as one 2-D product (the fast form of its weight gradient)."""
   out = pixels.reshape(-1, pixels.shape[-1]) @ matrix
@@ -80,6 +96,9 @@ def convolve(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int], pads: P
   kh, kw = kernel.shape[:2]
   if is_pointwise((kh, kw), feature_group_count, pads):
     return _matmul(strided_pixels(x, strides), kernel[0, 0])
+  if ((kh, kw) == tuple(strides) and feature_group_count == 1 and tuple(dilation) == (1, 1)
+      and all(tuple(p) == (0, 0) for p in pads) and x.shape[1] >= kh and x.shape[2] >= kw):
+    return _matmul(_tiles(x, strides), kernel.reshape(-1, kernel.shape[-1]))
   extents = [d * (k - 1) + 1 for k, d in zip((kh, kw), dilation, strict=True)]
   outputs = [output_size(size, k, s, p, d) for size, k, s, p, d
              in zip(x.shape[1:3], (kh, kw), strides, pads, dilation, strict=True)]

@@ -12,6 +12,8 @@ from bcos_jax.nn import convolution
 CASES = [
     ((9, 9, 4), (1, 1), (1, 1), ((0, 0), (0, 0)), (1, 1), 1, 5, "pointwise"),
     ((9, 9, 4), (1, 1), (2, 2), ((0, 0), (0, 0)), (1, 1), 1, 5, "pointwise"),
+    ((8, 8, 6), (4, 4), (4, 4), ((0, 0), (0, 0)), (1, 1), 1, 5, "patchify"),
+    ((9, 7, 3), (2, 2), (2, 2), ((0, 0), (0, 0)), (1, 1), 1, 5, "patchify"),  # a remainder
     ((2, 2, 8), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, 6, "im2col"),
     ((4, 4, 8), (3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1), 1, 6, "im2col"),
     ((5, 3, 8), (1, 7), (1, 1), ((0, 0), (3, 3)), (1, 1), 1, 6, "im2col"),
@@ -31,7 +33,9 @@ def _path(shape, kernel_size, strides, pads, dilation, groups) -> str:
   primitives = {eqn.primitive.name for eqn in jaxpr.jaxpr.eqns}
   if "conv_general_dilated" in primitives:
     return "conv"
-  return "im2col" if "concatenate" in primitives else "pointwise"
+  if "concatenate" in primitives:
+    return "im2col"
+  return "patchify" if "transpose" in primitives else "pointwise"
 
 
 @pytest.mark.parametrize("shape, kernel_size, strides, pads, dilation, groups, out, path", CASES)
