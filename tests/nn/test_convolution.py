@@ -2,7 +2,6 @@
 
 import chex
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -18,33 +17,28 @@ CASES = [
     ((4, 4, 8), (3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1), 1, 6, "im2col"),
     ((5, 3, 8), (1, 7), (1, 1), ((0, 0), (3, 3)), (1, 1), 1, 6, "im2col"),
     ((6, 7, 3), (3, 3), (1, 2), ((2, 0), (1, 2)), (2, 1), 1, 4, "im2col"),
-    ((7, 7, 4), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, 5, "conv"),
-    ((2, 2, 8), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 4, 8, "conv"),  # grouped
-    ((9, 9, 4), (1, 1), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, 5, "conv"),  # padded 1×1
+    ((15, 15, 6), (7, 7), (2, 2), ((3, 3), (3, 3)), (1, 1), 1, 5, "stem"),
+    ((11, 10, 3), (3, 3), (2, 2), ((0, 0), (0, 0)), (1, 1), 1, 4, "stem"),
+    ((9, 8, 6), (3, 3), (2, 1), ((1, 2), (0, 1)), (1, 1), 1, 4, "stem"),
+    ((7, 7, 4), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, 5, "xla"),
+    ((9, 9, 40), (3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1), 1, 5, "xla"),  # not a stem
+    ((2, 2, 8), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 4, 8, "xla"),  # grouped
+    ((9, 9, 8), (7, 7), (1, 1), ((3, 3), (3, 3)), (1, 1), 8, 8, "depthwise"),
+    ((9, 8, 4), (3, 3), (2, 1), ((1, 0), (2, 1)), (1, 2), 4, 4, "depthwise"),
+    ((2, 2, 4), (7, 7), (1, 1), ((3, 3), (3, 3)), (1, 1), 4, 4, "depthwise"),
+    ((2, 2, 4), (3, 3), (1, 1), ((0, 0), (0, 0)), (1, 1), 1, 4, "xla"),  # empty output
+    ((9, 9, 4), (1, 1), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, 5, "xla"),  # padded 1×1
 ]
-
-
-def _path(shape, kernel_size, strides, pads, dilation, groups) -> str:
-  """Which path `convolve` takes, read from the operations it traces."""
-  x = jnp.zeros((1, *shape))
-  kernel = jnp.zeros((*kernel_size, shape[-1] // groups, groups))
-  jaxpr = jax.make_jaxpr(lambda x, k: convolution.convolve(
-      x, k, strides=strides, pads=pads, dilation=dilation, feature_group_count=groups))(x, kernel)
-  primitives = {eqn.primitive.name for eqn in jaxpr.jaxpr.eqns}
-  if "conv_general_dilated" in primitives:
-    return "conv"
-  if "concatenate" in primitives:
-    return "im2col"
-  return "patchify" if "transpose" in primitives else "pointwise"
 
 
 @pytest.mark.parametrize("shape, kernel_size, strides, pads, dilation, groups, out, path", CASES)
 def test_every_path_is_the_convolution(shape, kernel_size, strides, pads, dilation, groups, out,
                                        path):
-  assert _path(shape, kernel_size, strides, pads, dilation, groups) == path
+  kernel_shape = (*kernel_size, shape[-1] // groups, out)
+  assert convolution.path((2, *shape), kernel_shape, strides, pads, dilation, groups) == path
   keys = jax.random.split(jax.random.key(0), 3)
   x = jax.random.normal(keys[0], (2, *shape))
-  kernel = jax.random.normal(keys[1], (*kernel_size, shape[-1] // groups, out))
+  kernel = jax.random.normal(keys[1], kernel_shape)
 
   def ours(x, kernel):
     return convolution.convolve(x, kernel, strides=strides, pads=pads, dilation=dilation,
