@@ -145,6 +145,54 @@ def _stem_backward(strides, pads, residuals, upstream):
 _stem.defvjp(_stem_forward, _stem_backward)
 
 
+def _shifted_sum(x, kernel, strides, pads, dilation) -> jax.Array:
+  """A depthwise convolution as the sum over taps of the input each meets times its weights."""
+  kh, kw = kernel.shape[:2]
+  taps = _taps(x, (kh, kw), strides, pads, dilation)
+  weights = kernel.reshape(kh * kw, -1)
+  return functools.reduce(jnp.add, [tap * w for tap, w in zip(taps, weights, strict=True)])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _depthwise(x, kernel, strides, pads, dilation) -> jax.Array:
+  return _shifted_sum(x, kernel, strides, pads, dilation)
+
+
+def _depthwise_forward(x, kernel, strides, pads, dilation):
+  # Only the input and kernel are kept for the backward pass: differentiated as it is,
+  # the sum would keep every tap's shifted copy of the input (ConvNeXt-T's train step,
+  # batch 8: 4.9 GiB of temporaries instead of 2.0, and 4× the compile time).
+  return _shifted_sum(x, kernel, strides, pads, dilation), (x, kernel)
+
+
+def _depthwise_backward(strides, pads, dilation, residuals, upstream):
+  x, kernel = residuals
+  _, input_vjp = jax.vjp(lambda x: _shifted_sum(x, kernel, strides, pads, dilation), x)
+  # Tap (i, j)'s weight gradient is the sum of the padded input times the upstream
+  # gradient placed where that tap met the input. Written with the taps' slices of the
+  # input instead, XLA keeps all of them at once (the forward pass shares them): 461 MiB
+  # of temporaries for one 8 × 56² × 96 layer against 20 this way.
+  (kh, kw), (sh, sw), (dh, dw) = kernel.shape[:2], strides, dilation
+  padded = jax.lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (*pads[0], 0), (*pads[1], 0),
+                                                    (0, 0, 0)))
+  _, rows, cols, _ = padded.shape
+  _, ho, wo, _ = upstream.shape
+  zero = jnp.zeros((), upstream.dtype)
+
+  def placed(i, j):
+    top, left = i * dh, j * dw
+    return jax.lax.pad(upstream, zero, (
+        (0, 0, 0), (top, rows - top - (ho - 1) * sh - 1, sh - 1),
+        (left, cols - left - (wo - 1) * sw - 1, sw - 1), (0, 0, 0)))
+
+  kernel_gradient = jnp.stack([jnp.sum(padded * placed(i, j), axis=(0, 1, 2))
+                               for i in range(kh) for j in range(kw)])
+  return input_vjp(upstream)[0], kernel_gradient.reshape(kernel.shape)
+
+
+_depthwise.defvjp(_depthwise_forward, _depthwise_backward)
+
+
 def path(x_shape: Sequence[int], kernel_shape: Sequence[int], strides: Sequence[int],
          pads: Pads, dilation: Sequence[int], feature_group_count: int) -> str:
   """The path `convolve` takes for these shapes (see the module docstring)."""
@@ -190,9 +238,7 @@ def convolve(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int], pads: P
   if chosen == "patchify":
     return _matmul(_tiles(x, strides), kernel.reshape(-1, kernel.shape[-1]))
   if chosen == "depthwise":
-    taps = _taps(x, (kh, kw), strides, pads, dilation)
-    weights = kernel.reshape(kh * kw, -1)
-    return functools.reduce(jnp.add, [tap * w for tap, w in zip(taps, weights, strict=True)])
+    return _depthwise(x, kernel, tuple(strides), tuple(tuple(p) for p in pads), tuple(dilation))
   if chosen == "im2col":
     # The window's pixels in the HWIO kernel's (h, w, c) order, then one product.
     return _matmul(jnp.concatenate(_taps(x, (kh, kw), strides, pads, dilation), axis=-1),
