@@ -146,11 +146,17 @@ _stem.defvjp(_stem_forward, _stem_backward)
 
 
 def _shifted_sum(x, kernel, strides, pads, dilation) -> jax.Array:
-  """A depthwise convolution as the sum over taps of the input each meets times its weights."""
+  """A depthwise convolution as the sum over taps of the input each meets times its weights.
+
+  Accumulated in float32 (bfloat16 inputs too), as a convolution accumulates.
+  """
   kh, kw = kernel.shape[:2]
+  wide = jnp.promote_types(x.dtype, jnp.float32)
   taps = _taps(x, (kh, kw), strides, pads, dilation)
-  weights = kernel.reshape(kh * kw, -1)
-  return functools.reduce(jnp.add, [tap * w for tap, w in zip(taps, weights, strict=True)])
+  weights = kernel.reshape(kh * kw, -1).astype(wide)
+  total = functools.reduce(jnp.add, [tap.astype(wide) * w for tap, w in zip(taps, weights,
+                                                                            strict=True)])
+  return total.astype(x.dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
@@ -185,9 +191,9 @@ def _depthwise_backward(strides, pads, dilation, residuals, upstream):
         (0, 0, 0), (top, rows - top - (ho - 1) * sh - 1, sh - 1),
         (left, cols - left - (wo - 1) * sw - 1, sw - 1), (0, 0, 0)))
 
-  kernel_gradient = jnp.stack([jnp.sum(padded * placed(i, j), axis=(0, 1, 2))
+  kernel_gradient = jnp.stack([jnp.sum(padded * placed(i, j), axis=(0, 1, 2), dtype=jnp.float32)
                                for i in range(kh) for j in range(kw)])
-  return input_vjp(upstream)[0], kernel_gradient.reshape(kernel.shape)
+  return input_vjp(upstream)[0], kernel_gradient.reshape(kernel.shape).astype(kernel.dtype)
 
 
 _depthwise.defvjp(_depthwise_forward, _depthwise_backward)

@@ -2,6 +2,7 @@
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -49,12 +50,17 @@ def test_every_path_is_the_convolution(shape, kernel_size, strides, pads, dilati
         x, kernel, strides, pads, rhs_dilation=dilation,
         dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
 
-  expected, xla_vjp = jax.vjp(xla, x, kernel)
-  result, our_vjp = jax.vjp(ours, x, kernel)
+  def with_gradients(conv):  # one compiled computation: values and both gradients
+    def apply(x, kernel, key):
+      out, vjp = jax.vjp(conv, x, kernel)
+      return out, vjp(jax.random.normal(key, out.shape))
+    return jax.jit(apply)
+
+  expected, expected_gradients = with_gradients(xla)(x, kernel, keys[2])
+  result, gradients = with_gradients(ours)(x, kernel, keys[2])
   chex.assert_shape(result, expected.shape)
   chex.assert_trees_all_close(result, expected, atol=1e-5, rtol=1e-5)
-  upstream = jax.random.normal(keys[2], expected.shape)
-  chex.assert_trees_all_close(our_vjp(upstream), xla_vjp(upstream), atol=1e-4, rtol=1e-5)
+  chex.assert_trees_all_close(gradients, expected_gradients, atol=1e-4, rtol=1e-5)
 
 
 def test_output_size_is_the_convolutions():
@@ -65,3 +71,19 @@ def test_output_size_is_the_convolutions():
     y = jax.lax.conv_general_dilated(x, k, (stride, 1), (pad, (0, 0)), rhs_dilation=(dilation, 1),
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
     assert convolution.output_size(size, kernel, stride, pad, dilation) == y.shape[1]
+
+
+def test_the_depthwise_path_accumulates_bfloat16_in_float32():
+  keys = jax.random.split(jax.random.key(1), 2)
+  x = jax.random.normal(keys[0], (2, 9, 9, 16))
+  kernel = jax.random.normal(keys[1], (7, 7, 1, 16))
+  pads = ((3, 3), (3, 3))
+  assert convolution.path(x.shape, kernel.shape, (1, 1), pads, (1, 1), 16) == "depthwise"
+  expected = jax.lax.conv_general_dilated(x, kernel, (1, 1), pads, feature_group_count=16,
+                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  low = convolution.convolve(x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16), strides=(1, 1),
+                             pads=pads, feature_group_count=16)
+  assert low.dtype == jnp.bfloat16
+  # The inputs' own rounding (2^-9 each) and one final rounding, not 49 roundings of a sum.
+  error = jnp.abs(low.astype(jnp.float32) - expected) / jnp.max(jnp.abs(expected))
+  assert float(jnp.max(error)) < 2e-2
