@@ -64,6 +64,12 @@ def output_size(size: int, kernel: int, stride: int, pad: tuple[int, int], dilat
   return (size + pad[0] + pad[1] - dilation * (kernel - 1) - 1) // stride + 1
 
 
+def _zero_padded(x: jax.Array, pads: Pads) -> jax.Array:
+  """`x` with its H and W padded by the (lo, hi) pairs `pads`."""
+  return jax.lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (*pads[0], 0), (*pads[1], 0),
+                                                 (0, 0, 0)))
+
+
 def _taps(x: jax.Array, kernel_size: Sequence[int], strides: Sequence[int], pads: Pads,
           dilation: Sequence[int]) -> list[jax.Array]:
   """The input each kernel tap meets, (N, H', W', C) per tap, in the kernel's (h, w) order."""
@@ -71,13 +77,11 @@ def _taps(x: jax.Array, kernel_size: Sequence[int], strides: Sequence[int], pads
   (kh, kw), (sh, sw), (dh, dw) = kernel_size, strides, dilation
   ho = output_size(h, kh, sh, pads[0], dh)
   wo = output_size(w, kw, sw, pads[1], dw)
-  padded = jax.lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (*pads[0], 0), (*pads[1], 0),
-                                                    (0, 0, 0)))
-  taps = [jax.lax.slice(padded, (0, i * dh, j * dw, 0),
+  padded = _zero_padded(x, pads)
+  return [jax.lax.slice(padded, (0, i * dh, j * dw, 0),
                         (n, i * dh + (ho - 1) * sh + 1, j * dw + (wo - 1) * sw + 1, c),
                         (1, sh, sw, 1))
           for i in range(kh) for j in range(kw)]
-  return taps
 
 
 def _tiles(x: jax.Array, strides: Sequence[int]) -> jax.Array:
@@ -179,8 +183,7 @@ def _depthwise_backward(strides, pads, dilation, residuals, upstream):
   # input instead, XLA keeps all of them at once (the forward pass shares them): 461 MiB
   # of temporaries for one 8 × 56² × 96 layer against 20 this way.
   (kh, kw), (sh, sw), (dh, dw) = kernel.shape[:2], strides, dilation
-  padded = jax.lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (*pads[0], 0), (*pads[1], 0),
-                                                    (0, 0, 0)))
+  padded = _zero_padded(x, pads)
   _, rows, cols, _ = padded.shape
   _, ho, wo, _ = upstream.shape
   zero = jnp.zeros((), upstream.dtype)
@@ -237,6 +240,9 @@ def convolve(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int], pads: P
   Returns:
     (N, H', W', O).
   """
+  # Tuples: the custom_vjp paths take them as static (hashable) arguments.
+  strides, dilation = tuple(strides), tuple(dilation)
+  pads = tuple(tuple(p) for p in pads)
   kh, kw = kernel.shape[:2]
   chosen = path(x.shape, kernel.shape, strides, pads, dilation, feature_group_count)
   if chosen == "pointwise":
@@ -244,11 +250,11 @@ def convolve(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int], pads: P
   if chosen == "patchify":
     return _matmul(_tiles(x, strides), kernel.reshape(-1, kernel.shape[-1]))
   if chosen == "depthwise":
-    return _depthwise(x, kernel, tuple(strides), tuple(tuple(p) for p in pads), tuple(dilation))
+    return _depthwise(x, kernel, strides, pads, dilation)
   if chosen == "im2col":
     # The window's pixels in the HWIO kernel's (h, w, c) order, then one product.
     return _matmul(jnp.concatenate(_taps(x, (kh, kw), strides, pads, dilation), axis=-1),
                    kernel.reshape(-1, kernel.shape[-1]))
   if chosen == "stem":
-    return _stem(x, kernel, tuple(strides), tuple(tuple(p) for p in pads))
+    return _stem(x, kernel, strides, pads)
   return _xla(x, kernel, strides, pads, dilation, feature_group_count)
