@@ -1,6 +1,6 @@
 """How a 2-D convolution (NHWC input, HWIO kernel) is computed: by the path fastest for its shape.
 
-The six paths give the same values (up to the order of float summation):
+The seven paths give the same values (up to the order of float summation):
 
 - pointwise (a 1×1 kernel, one feature group, no padding): each output sees one
   pixel, so the convolution is one (pixels, in) × (in, out) matrix product of the
@@ -31,6 +31,13 @@ The six paths give the same values (up to the order of float summation):
   of a ResNet or DenseNet on the 6-channel input, batch 8, 224², takes 136 ms
   against 49 ms (the forward and weight gradient stay XLA's: 40 against 147 ms
   and 123 against 229 ms written that way).
+- grouped (feature groups of more than one channel, or more outputs than inputs
+  per group: ResNeXt's 3×3 convolutions): XLA's grouped convolution forward, and
+  both gradients from the same convolution written as im2col on the group-major
+  input and one matrix product per group. XLA:CPU's grouped convolution is slow
+  to differentiate, its weight gradient by two orders of magnitude: ResNeXt-50
+  32×4d's first stage, 8 × 56² × 128 in 32 groups, both gradients 13.2 s against
+  0.16 s, the input gradient alone 180 -> 63 ms.
 - otherwise `jax.lax.conv_general_dilated`.
 """
 
@@ -202,6 +209,46 @@ def _depthwise_backward(strides, pads, dilation, residuals, upstream):
 _depthwise.defvjp(_depthwise_forward, _depthwise_backward)
 
 
+def _group_major_im2col(x, kernel, strides, pads, dilation, feature_group_count) -> jax.Array:
+  """A grouped convolution as one batched matrix product over the groups.
+
+  The input is put group-major once, (G·N, H, W, C/G), so that each group's windows
+  are one im2col matrix, (G, N·H'·W', kh·kw·C/G), multiplied by that group's kernel.
+  """
+  n, h, w, c = x.shape
+  kh, kw, group_in, out = kernel.shape
+  groups = feature_group_count
+  group_out = out // groups
+  grouped = x.reshape(n, h, w, groups, group_in).transpose(3, 0, 1, 2, 4)
+  taps = _taps(grouped.reshape(groups * n, h, w, group_in), (kh, kw), strides, pads, dilation)
+  _, ho, wo, _ = taps[0].shape
+  columns = jnp.concatenate(taps, axis=-1).reshape(groups, n * ho * wo, kh * kw * group_in)
+  matrices = kernel.reshape(kh * kw * group_in, groups, group_out).transpose(1, 0, 2)
+  products = jax.lax.dot_general(columns, matrices, (((2,), (1,)), ((0,), (0,))),
+                                 preferred_element_type=jnp.promote_types(x.dtype, jnp.float32))
+  products = products.astype(x.dtype).reshape(groups, n, ho, wo, group_out)
+  return products.transpose(1, 2, 3, 0, 4).reshape(n, ho, wo, out)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _grouped(x, kernel, strides, pads, dilation, feature_group_count) -> jax.Array:
+  return _xla(x, kernel, strides, pads, dilation, feature_group_count)
+
+
+def _grouped_forward(x, kernel, strides, pads, dilation, feature_group_count):
+  return _xla(x, kernel, strides, pads, dilation, feature_group_count), (x, kernel)
+
+
+def _grouped_backward(strides, pads, dilation, feature_group_count, residuals, upstream):
+  x, kernel = residuals
+  _, vjp = jax.vjp(lambda x, kernel: _group_major_im2col(x, kernel, strides, pads, dilation,
+                                                         feature_group_count), x, kernel)
+  return vjp(upstream)
+
+
+_grouped.defvjp(_grouped_forward, _grouped_backward)
+
+
 def path(x_shape: Sequence[int], kernel_shape: Sequence[int], strides: Sequence[int],
          pads: Pads, dilation: Sequence[int], feature_group_count: int) -> str:
   """The path `convolve` takes for these shapes (see the module docstring)."""
@@ -223,6 +270,8 @@ def path(x_shape: Sequence[int], kernel_shape: Sequence[int], strides: Sequence[
     return "im2col"
   if feature_group_count == 1 and tuple(strides) != (1, 1) and c <= STEM_CHANNELS and undilated:
     return "stem"
+  if feature_group_count > 1:
+    return "grouped"
   return "xla"
 
 
@@ -257,4 +306,6 @@ def convolve(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int], pads: P
                    kernel.reshape(-1, kernel.shape[-1]))
   if chosen == "stem":
     return _stem(x, kernel, strides, pads)
+  if chosen == "grouped":
+    return _grouped(x, kernel, strides, pads, dilation, feature_group_count)
   return _xla(x, kernel, strides, pads, dilation, feature_group_count)

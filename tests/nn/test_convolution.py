@@ -23,7 +23,9 @@ CASES = [
     ((9, 8, 6), (3, 3), (2, 1), ((1, 2), (0, 1)), (1, 1), 1, 4, "stem"),
     ((7, 7, 4), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, 5, "xla"),
     ((9, 9, 40), (3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1), 1, 5, "xla"),  # not a stem
-    ((2, 2, 8), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 4, 8, "xla"),  # grouped
+    ((2, 2, 8), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 4, 8, "grouped"),
+    ((9, 8, 8), (3, 3), (2, 1), ((1, 2), (0, 1)), (1, 2), 2, 6, "grouped"),
+    ((7, 7, 4), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 4, 8, "grouped"),  # two per group
     ((9, 9, 8), (7, 7), (1, 1), ((3, 3), (3, 3)), (1, 1), 8, 8, "depthwise"),
     ((9, 8, 4), (3, 3), (2, 1), ((1, 0), (2, 1)), (1, 2), 4, 4, "depthwise"),
     ((2, 2, 4), (7, 7), (1, 1), ((3, 3), (3, 3)), (1, 1), 4, 4, "depthwise"),
@@ -87,3 +89,26 @@ def test_the_depthwise_path_accumulates_bfloat16_in_float32():
   # The inputs' own rounding (2^-9 each) and one final rounding, not 49 roundings of a sum.
   error = jnp.abs(low.astype(jnp.float32) - expected) / jnp.max(jnp.abs(expected))
   assert float(jnp.max(error)) < 2e-2
+
+
+def test_the_grouped_gradients_accumulate_bfloat16_in_float32():
+  keys = jax.random.split(jax.random.key(2), 3)
+  x = jax.random.normal(keys[0], (2, 8, 8, 32))
+  kernel = jax.random.normal(keys[1], (3, 3, 8, 32))
+  pads = ((1, 1), (1, 1))
+  assert convolution.path(x.shape, kernel.shape, (1, 1), pads, (1, 1), 4) == "grouped"
+
+  def gradients(conv, x, kernel):
+    out, vjp = jax.vjp(conv, x, kernel)
+    return vjp(jax.random.normal(keys[2], out.shape).astype(out.dtype))
+
+  expected = gradients(lambda x, k: jax.lax.conv_general_dilated(
+      x, k, (1, 1), pads, feature_group_count=4, dimension_numbers=("NHWC", "HWIO", "NHWC")),
+      x, kernel)
+  low = gradients(lambda x, k: convolution.convolve(x, k, strides=(1, 1), pads=pads,
+                                                    feature_group_count=4),
+                  x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16))
+  for got, want in zip(low, expected, strict=True):
+    assert got.dtype == jnp.bfloat16
+    error = jnp.abs(got.astype(jnp.float32) - want) / jnp.max(jnp.abs(want))
+    assert float(jnp.max(error)) < 2e-2
