@@ -1,6 +1,7 @@
 """Colour explanations (official parity) and the contribution-map plot."""
 
 import chex
+import jax
 import jax.numpy as jnp
 import matplotlib
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 from golden_weights import load
 
 from bcos_jax import explain as bx
+from bcos_jax.explain import visualise
 
 GOLDEN = load("gradient_to_image.npz")
 CASES = sorted({k.split("/")[0] for k in GOLDEN})
@@ -65,3 +67,14 @@ def test_plot_contribution_map_is_symmetric_bwr():
   assert image.get_clim() == pytest.approx((-3.0, 3.0))
   with pytest.raises(ValueError, match=r"\(H, W\)"):
     bx.plot_contribution_map(np.zeros((2, 8, 8)))
+
+
+@pytest.mark.parametrize("shape", [(1,), (7,), (32, 32), (224, 224)])
+def test_percentile_is_numpys(shape):
+  values = jax.random.uniform(jax.random.key(1), shape)
+  ties = jnp.round(values * 4) / 4
+  for array in (values, ties):
+    for q in (0, 1, 37.3, 50, 99.5, 100):
+      expected = np.percentile(np.asarray(array, np.float64), q)
+      chex.assert_trees_all_close(jax.jit(lambda a, q=q: visualise.percentile(a, q))(array),
+                                  jnp.float32(expected), rtol=1e-6, atol=0)
