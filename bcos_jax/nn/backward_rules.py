@@ -31,6 +31,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from bcos_jax.nn.convolution import output_size
+
 GUIDED_BACKPROP = "guided_backprop"
 DEEPLIFT = "deeplift"
 RULES = (GUIDED_BACKPROP, DEEPLIFT)
@@ -112,10 +114,52 @@ def relu(x: jax.Array) -> jax.Array:
   return jax.nn.relu(x)
 
 
+def _window_taps(x, window, strides, padding):
+  """The input each window position meets, (N, H', W', C) per position in row-major
+  order, from `x` padded with -inf (padding never wins the max)."""
+  n, h, w, c = x.shape
+  ho, wo = (output_size(size, window, strides, (padding, padding), 1) for size in (h, w))
+  padded = jax.lax.pad(x, jnp.array(-jnp.inf, x.dtype),
+                       ((0, 0, 0), (padding, padding, 0), (padding, padding, 0), (0, 0, 0)))
+  return [jax.lax.slice(padded, (0, i, j, 0),
+                        (n, i + (ho - 1) * strides + 1, j + (wo - 1) * strides + 1, c),
+                        (1, strides, strides, 1))
+          for i in range(window) for j in range(window)]
+
+
+# The maximum of the window's shifted inputs, with a backward pass that sends each output's
+# gradient to the first maximum of its window in row-major order, as torch's and XLA's
+# max-pooling gradients do. XLA:CPU's own (select-and-scatter) is slow: the 3×3,
+# stride-2 pooling of a ResNet's stem, 8 × 112² × 64, 131 ms against 26 this way.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
 def _plain_max_pool(x, window, strides, padding):
-  pads = ((0, 0), (padding, padding), (padding, padding), (0, 0))
-  return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, window, window, 1),
-                               (1, strides, strides, 1), pads)
+  return functools.reduce(jnp.maximum, _window_taps(x, window, strides, padding))
+
+
+def _plain_max_pool_fwd(x, window, strides, padding):
+  out = _plain_max_pool(x, window, strides, padding)
+  return out, (x, out)
+
+
+def _plain_max_pool_bwd(window, strides, padding, residuals, g):
+  x, out = residuals
+  n, h, w, c = x.shape
+  _, ho, wo, _ = out.shape
+  rows, cols = h + 2 * padding, w + 2 * padding
+  zero = jnp.zeros((), g.dtype)
+  taken = jnp.zeros(out.shape, bool)
+  gradient = jnp.zeros((n, rows, cols, c), g.dtype)
+  for position, tap in enumerate(_window_taps(x, window, strides, padding)):
+    first = (tap == out) & ~taken
+    taken = taken | first
+    i, j = divmod(position, window)
+    gradient = gradient + jax.lax.pad(jnp.where(first, g, zero), zero, (
+        (0, 0, 0), (i, rows - i - (ho - 1) * strides - 1, strides - 1),
+        (j, cols - j - (wo - 1) * strides - 1, strides - 1), (0, 0, 0)))
+  return (gradient[:, padding:padding + h, padding:padding + w],)
+
+
+_plain_max_pool.defvjp(_plain_max_pool_fwd, _plain_max_pool_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
