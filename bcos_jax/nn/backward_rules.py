@@ -31,7 +31,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from bcos_jax.nn.convolution import output_size
+from bcos_jax.nn.convolution import window_taps
 
 GUIDED_BACKPROP = "guided_backprop"
 DEEPLIFT = "deeplift"
@@ -115,16 +115,9 @@ def relu(x: jax.Array) -> jax.Array:
 
 
 def _window_taps(x, window, strides, padding):
-  """The input each window position meets, (N, H', W', C) per position in row-major
-  order, from `x` padded with -inf (padding never wins the max)."""
-  n, h, w, c = x.shape
-  ho, wo = (output_size(size, window, strides, (padding, padding), 1) for size in (h, w))
-  padded = jax.lax.pad(x, jnp.array(-jnp.inf, x.dtype),
-                       ((0, 0, 0), (padding, padding, 0), (padding, padding, 0), (0, 0, 0)))
-  return [jax.lax.slice(padded, (0, i, j, 0),
-                        (n, i + (ho - 1) * strides + 1, j + (wo - 1) * strides + 1, c),
-                        (1, strides, strides, 1))
-          for i in range(window) for j in range(window)]
+  """The input each window position meets, padded with -inf (padding never wins the max)."""
+  return window_taps(x, (window, window), (strides, strides), ((padding, padding),) * 2,
+                     pad_value=-jnp.inf)
 
 
 # The maximum of the window's shifted inputs, with a backward pass that sends each output's

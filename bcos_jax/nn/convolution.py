@@ -84,14 +84,16 @@ def _zero_padded(x: jax.Array, pads: Pads) -> jax.Array:
                                                  (0, 0, 0)))
 
 
-def _taps(x: jax.Array, kernel_size: Sequence[int], strides: Sequence[int], pads: Pads,
-          dilation: Sequence[int]) -> list[jax.Array]:
-  """The input each kernel tap meets, (N, H', W', C) per tap, in the kernel's (h, w) order."""
+def window_taps(x: jax.Array, kernel_size: Sequence[int], strides: Sequence[int], pads: Pads,
+                dilation: Sequence[int] = (1, 1), pad_value: float = 0.0) -> list[jax.Array]:
+  """The input each window position meets, (N, H', W', C) per position in the window's
+  row-major (h, w) order: `x` padded with `pad_value`, sliced at the strides."""
   n, h, w, c = x.shape
   (kh, kw), (sh, sw), (dh, dw) = kernel_size, strides, dilation
   ho = output_size(h, kh, sh, pads[0], dh)
   wo = output_size(w, kw, sw, pads[1], dw)
-  padded = _zero_padded(x, pads)
+  padded = jax.lax.pad(x, jnp.array(pad_value, x.dtype),
+                       ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
   return [jax.lax.slice(padded, (0, i * dh, j * dw, 0),
                         (n, i * dh + (ho - 1) * sh + 1, j * dw + (wo - 1) * sw + 1, c),
                         (1, sh, sw, 1))
@@ -170,7 +172,7 @@ def _shifted_sum(x, kernel, strides, pads, dilation) -> jax.Array:
   """
   kh, kw = kernel.shape[:2]
   wide = jnp.promote_types(x.dtype, jnp.float32)
-  taps = _taps(x, (kh, kw), strides, pads, dilation)
+  taps = window_taps(x, (kh, kw), strides, pads, dilation)
   weights = kernel.reshape(kh * kw, -1).astype(wide)
   total = functools.reduce(jnp.add, [tap.astype(wide) * w for tap, w in zip(taps, weights,
                                                                             strict=True)])
@@ -227,7 +229,7 @@ def _group_major_im2col(x, kernel, strides, pads, dilation, feature_group_count)
   groups = feature_group_count
   group_out = out // groups
   grouped = x.reshape(n, h, w, groups, group_in).transpose(3, 0, 1, 2, 4)
-  taps = _taps(grouped.reshape(groups * n, h, w, group_in), (kh, kw), strides, pads, dilation)
+  taps = window_taps(grouped.reshape(groups * n, h, w, group_in), (kh, kw), strides, pads, dilation)
   _, ho, wo, _ = taps[0].shape
   columns = jnp.concatenate(taps, axis=-1).reshape(groups, n * ho * wo, kh * kw * group_in)
   matrices = kernel.reshape(kh * kw * group_in, groups, group_out).transpose(1, 0, 2)
@@ -324,7 +326,7 @@ def convolve(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int], pads: P
     return _depthwise(x, kernel, strides, pads, dilation)
   if chosen == "im2col":
     # The window's pixels in the HWIO kernel's (h, w, c) order, then one product.
-    return _matmul(jnp.concatenate(_taps(x, (kh, kw), strides, pads, dilation), axis=-1),
+    return _matmul(jnp.concatenate(window_taps(x, (kh, kw), strides, pads, dilation), axis=-1),
                    kernel.reshape(-1, kernel.shape[-1]))
   if chosen == "stem":
     return _stem(x, kernel, strides, pads)
