@@ -31,7 +31,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from bcos_jax.nn.convolution import window_taps
+from bcos_jax.nn.convolution import placed_at_tap, window_taps
 
 GUIDED_BACKPROP = "guided_backprop"
 DEEPLIFT = "deeplift"
@@ -136,19 +136,16 @@ def _plain_max_pool_fwd(x, window, strides, padding):
 
 def _plain_max_pool_bwd(window, strides, padding, residuals, g):
   x, out = residuals
-  n, h, w, c = x.shape
-  _, ho, wo, _ = out.shape
-  rows, cols = h + 2 * padding, w + 2 * padding
-  zero = jnp.zeros((), g.dtype)
+  _, h, w, _ = x.shape
+  padded_size = (h + 2 * padding, w + 2 * padding)
   taken = jnp.zeros(out.shape, bool)
-  gradient = jnp.zeros((n, rows, cols, c), g.dtype)
+  gradient = 0
   for position, tap in enumerate(_window_taps(x, window, strides, padding)):
     first = (tap == out) & ~taken
     taken = taken | first
     i, j = divmod(position, window)
-    gradient = gradient + jax.lax.pad(jnp.where(first, g, zero), zero, (
-        (0, 0, 0), (i, rows - i - (ho - 1) * strides - 1, strides - 1),
-        (j, cols - j - (wo - 1) * strides - 1, strides - 1), (0, 0, 0)))
+    gradient = gradient + placed_at_tap(jnp.where(first, g, jnp.zeros((), g.dtype)), i, j,
+                                        padded_size, (strides, strides))
   return (gradient[:, padding:padding + h, padding:padding + w],)
 
 

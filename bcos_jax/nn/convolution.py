@@ -78,10 +78,20 @@ def output_size(size: int, kernel: int, stride: int, pad: tuple[int, int], dilat
   return (size + pad[0] + pad[1] - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def _zero_padded(x: jax.Array, pads: Pads) -> jax.Array:
-  """`x` with its H and W padded by the (lo, hi) pairs `pads`."""
-  return jax.lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (*pads[0], 0), (*pads[1], 0),
-                                                 (0, 0, 0)))
+def _padded(x: jax.Array, pads: Pads, value: float = 0.0) -> jax.Array:
+  """`x` with its H and W padded by the (lo, hi) pairs `pads`, with `value`."""
+  return jax.lax.pad(x, jnp.array(value, x.dtype), ((0, 0, 0), (*pads[0], 0), (*pads[1], 0),
+                                                    (0, 0, 0)))
+
+
+def placed_at_tap(values: jax.Array, top: int, left: int, padded_size: Sequence[int],
+                  strides: Sequence[int]) -> jax.Array:
+  """The transpose of one window tap's slice: (N, H', W', C) `values` put back at the
+  padded input's (top + sh·y, left + sw·x) pixels, zeros elsewhere."""
+  (_, ho, wo, _), (rows, cols), (sh, sw) = values.shape, padded_size, strides
+  zero = jnp.zeros((), values.dtype)
+  return jax.lax.pad(values, zero, ((0, 0, 0), (top, rows - top - (ho - 1) * sh - 1, sh - 1),
+                                    (left, cols - left - (wo - 1) * sw - 1, sw - 1), (0, 0, 0)))
 
 
 def window_taps(x: jax.Array, kernel_size: Sequence[int], strides: Sequence[int], pads: Pads,
@@ -92,8 +102,7 @@ def window_taps(x: jax.Array, kernel_size: Sequence[int], strides: Sequence[int]
   (kh, kw), (sh, sw), (dh, dw) = kernel_size, strides, dilation
   ho = output_size(h, kh, sh, pads[0], dh)
   wo = output_size(w, kw, sw, pads[1], dw)
-  padded = jax.lax.pad(x, jnp.array(pad_value, x.dtype),
-                       ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
+  padded = _padded(x, pads, pad_value)
   return [jax.lax.slice(padded, (0, i * dh, j * dw, 0),
                         (n, i * dh + (ho - 1) * sh + 1, j * dw + (wo - 1) * sw + 1, c),
                         (1, sh, sw, 1))
@@ -198,20 +207,12 @@ def _depthwise_backward(strides, pads, dilation, residuals, upstream):
   # gradient placed where that tap met the input. Written with the taps' slices of the
   # input instead, XLA keeps all of them at once (the forward pass shares them): 461 MiB
   # of temporaries for one 8 × 56² × 96 layer against 20 this way.
-  (kh, kw), (sh, sw), (dh, dw) = kernel.shape[:2], strides, dilation
-  padded = _zero_padded(x, pads)
-  _, rows, cols, _ = padded.shape
-  _, ho, wo, _ = upstream.shape
-  zero = jnp.zeros((), upstream.dtype)
-
-  def placed(i, j):
-    top, left = i * dh, j * dw
-    return jax.lax.pad(upstream, zero, (
-        (0, 0, 0), (top, rows - top - (ho - 1) * sh - 1, sh - 1),
-        (left, cols - left - (wo - 1) * sw - 1, sw - 1), (0, 0, 0)))
-
-  kernel_gradient = jnp.stack([jnp.sum(padded * placed(i, j), axis=(0, 1, 2), dtype=jnp.float32)
-                               for i in range(kh) for j in range(kw)])
+  (kh, kw), (dh, dw) = kernel.shape[:2], dilation
+  padded = _padded(x, pads)
+  kernel_gradient = jnp.stack([
+      jnp.sum(padded * placed_at_tap(upstream, i * dh, j * dw, padded.shape[1:3], strides),
+              axis=(0, 1, 2), dtype=jnp.float32)
+      for i in range(kh) for j in range(kw)])
   return input_vjp(upstream)[0], kernel_gradient.reshape(kernel.shape).astype(kernel.dtype)
 
 
